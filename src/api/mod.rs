@@ -1,0 +1,110 @@
+//! HTTP: the data router (V1, V2, probes) and the admin router.
+//!
+//! Handlers parse the protocol, ask `traffic` for a target version and hand
+//! tensors to its `runtime`; they never touch ONNX Runtime directly.
+
+pub mod health;
+pub mod v2;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::Config;
+use crate::error::{error_body, ApiError};
+use crate::repository::Repository;
+
+/// Shared state of both routers.
+pub struct AppState {
+    pub repo: Arc<Repository>,
+    pub config: Arc<Config>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// State over a repository (which may still be loading).
+    pub fn new(repo: Arc<Repository>, config: Arc<Config>) -> AppState {
+        AppState {
+            repo,
+            config,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the server as draining: readiness answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// The data-plane router: V2, V1 and probes.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/ready", get(health::ready))
+        .merge(v2::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The admin router (admin API, metrics).
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health::live))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error_body(StatusCode::NOT_FOUND, &format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Turns the body extractor's result into bytes or the right error
+/// (413 over the limit, 400 otherwise).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"))
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+/// A 200 JSON response from pre-serialised bytes.
+pub fn json_response(body: Vec<u8>) -> Response {
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A 200 JSON response from a serialisable value.
+pub fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_response(body),
+        Err(e) => ApiError::Internal(format!("could not encode the response: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,139 @@
+//! Command line flags (each also a `SWITCHYARD_*` environment variable) into
+//! one validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// switchyard: serve ONNX models over HTTP and roll new versions out safely.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the models of a repository over HTTP.
+    Serve(Config),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// The model repository (Triton layout).
+    #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY", default_value = "models")]
+    pub model_repository: PathBuf,
+
+    /// Address of the data listener (V1, V2, probes).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener (admin API, metrics).
+    #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// The ONNX Runtime shared library (defaults to $ORT_DYLIB_PATH, else
+    /// .onnxruntime/libonnxruntime.so.1.31.1).
+    #[arg(long, env = "SWITCHYARD_ONNXRUNTIME_LIB")]
+    pub onnxruntime_lib: Option<PathBuf>,
+
+    /// Largest request body accepted, e.g. 8MiB, 512KiB, 1000000.
+    #[arg(long, env = "SWITCHYARD_BODY_LIMIT", default_value = "8MiB", value_parser = parse_size)]
+    pub body_limit: usize,
+
+    /// Seconds to keep serving after SIGTERM while readiness reports 503.
+    #[arg(long, env = "SWITCHYARD_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+
+    /// Seconds in-flight requests get to finish once the drain is over.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A config for `repository` with listeners on ephemeral loopback ports
+    /// (tests, benches).
+    pub fn for_repository(repository: impl Into<PathBuf>) -> Config {
+        let mut config = Cli::parse_from(["switchyard", "serve"]).into_serve();
+        config.model_repository = repository.into();
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
+        config
+    }
+
+    /// The ONNX Runtime library to load.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        self.onnxruntime_lib
+            .clone()
+            .unwrap_or_else(crate::runtime::onnx::default_library_path)
+    }
+}
+
+impl Cli {
+    /// The serve config (the only subcommand that has one).
+    pub fn into_serve(self) -> Config {
+        match self.command {
+            Command::Serve(c) => c,
+        }
+    }
+}
+
+/// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 8MiB, 512KiB or a byte count)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' in '{s}'")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Cli::parse_from(["switchyard", "serve"]).into_serve();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.model_repository, PathBuf::from("models"));
+        assert_eq!(c.body_limit, 8 << 20);
+    }
+}

@@ -1,0 +1,170 @@
+//! `config.toml`: a model's optional settings (SPEC §2.1). Every key is
+//! optional; unknown keys are errors that name the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::ExecutionConfig;
+
+/// Everything `config.toml` may say about one model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub execution: ExecutionConfig,
+    pub versions: VersionPolicy,
+    /// TF Serving style names for versions.
+    pub labels: BTreeMap<String, u64>,
+    pub validation: ValidationConfig,
+}
+
+/// Which versions on disk are served.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionPolicy {
+    pub policy: PolicyKind,
+    /// How many of the newest versions `latest` serves.
+    pub latest: usize,
+    /// The versions `specific` serves.
+    pub specific: Vec<u64>,
+}
+
+/// The kinds of version policy Triton knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    Latest,
+    All,
+    Specific,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy {
+            policy: PolicyKind::Latest,
+            latest: 1,
+            specific: Vec::new(),
+        }
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of `available` (sorted ascending).
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self.policy {
+            PolicyKind::All => available.to_vec(),
+            PolicyKind::Latest => {
+                let skip = available.len().saturating_sub(self.latest);
+                available[skip..].to_vec()
+            }
+            PolicyKind::Specific => available
+                .iter()
+                .copied()
+                .filter(|v| self.specific.contains(v))
+                .collect(),
+        }
+    }
+}
+
+/// Thresholds a new version must meet before it takes traffic (SPEC §5.6).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    pub max_p95_ms: Option<f64>,
+    pub min_accuracy: Option<f64>,
+    pub max_file_bytes: Option<u64>,
+    pub sha256: BTreeMap<u64, String>,
+}
+
+impl ModelConfig {
+    /// Reads `path` if it exists; defaults otherwise. The error names the
+    /// file and the offending key.
+    pub fn read(path: &Path) -> Result<ModelConfig, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let config: ModelConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let e = &self.execution;
+        if e.instances == 0 {
+            return Err("execution.instances must be at least 1".into());
+        }
+        if e.instances > 64 {
+            return Err("execution.instances must be at most 64".into());
+        }
+        if e.intra_op_threads == 0 {
+            return Err("execution.intra_op_threads must be at least 1".into());
+        }
+        if e.max_queue == 0 {
+            return Err("execution.max_queue must be at least 1".into());
+        }
+        if e.timeout_ms == 0 {
+            return Err("execution.timeout_ms must be at least 1".into());
+        }
+        if self.versions.policy == PolicyKind::Latest && self.versions.latest == 0 {
+            return Err("versions.latest must be at least 1".into());
+        }
+        if self.versions.policy == PolicyKind::Specific && self.versions.specific.is_empty() {
+            return Err("versions.specific must list at least one version when policy = \"specific\"".into());
+        }
+        for (label, v) in &self.labels {
+            if *v == 0 {
+                return Err(format!("labels.{label} must be a positive version"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_select_versions() {
+        let all = [1, 2, 3, 5];
+        let mut p = VersionPolicy::default();
+        assert_eq!(p.select(&all), vec![5]);
+        p.latest = 2;
+        assert_eq!(p.select(&all), vec![3, 5]);
+        p.policy = PolicyKind::All;
+        assert_eq!(p.select(&all), all.to_vec());
+        p.policy = PolicyKind::Specific;
+        p.specific = vec![1, 3, 9];
+        assert_eq!(p.select(&all), vec![1, 3]);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[execution]\ninstnces = 2\n").unwrap();
+        let err = ModelConfig::read(&path).unwrap_err();
+        assert!(err.contains("config.toml"), "{err}");
+        assert!(err.contains("instnces"), "{err}");
+        std::fs::write(&path, "[execution]\nmax_batch_size = \"lots\"\n").unwrap();
+        let err = ModelConfig::read(&path).unwrap_err();
+        assert!(err.contains("max_batch_size"), "{err}");
+        std::fs::write(&path, "[versions]\npolicy = \"newest\"\n").unwrap();
+        let err = ModelConfig::read(&path).unwrap_err();
+        assert!(err.contains("policy"), "{err}");
+        std::fs::write(&path, "[execution]\ninstances = 0\n").unwrap();
+        let err = ModelConfig::read(&path).unwrap_err();
+        assert!(err.contains("execution.instances"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ModelConfig::read(&dir.path().join("config.toml")).unwrap();
+        assert_eq!(config, ModelConfig::default());
+    }
+}

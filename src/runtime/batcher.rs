@@ -1,0 +1,208 @@
+//! The worker loop: take a job, gather compatible jobs into a batch, run the
+//! backend once, split the outputs back to each job.
+//!
+//! Batching is greedy: a worker takes whatever is already queued. It waits up
+//! to `max_delay` for more only when its previous run was a batch of several
+//! requests, i.e. when concurrency has been seen; a lone client never pays
+//! the delay (Triton's fixed delay would cost it `max_queue_delay_us` on
+//! every request).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::{Backend, Job, RuntimeError, VersionStats};
+use crate::tensor::{Tensor, TensorData};
+
+pub(super) struct Worker {
+    pub(super) rx: Receiver<Job>,
+    pub(super) backend: Box<dyn Backend>,
+    /// Maximum rows per run; 0 = no batching.
+    pub(super) max_batch: usize,
+    pub(super) max_delay: Duration,
+    pub(super) stats: Arc<VersionStats>,
+    pub(super) output_count: usize,
+}
+
+impl Worker {
+    pub(super) fn run(mut self) {
+        let mut carry: Option<Job> = None;
+        let mut last_batch_requests = 1usize;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match self.rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // every sender dropped: the version retired
+                },
+            };
+            if self.max_batch == 0 || rows(&first).is_none() {
+                self.execute(vec![first]);
+                continue;
+            }
+            let mut batch = vec![first];
+            let mut total = rows(&batch[0]).unwrap_or(1);
+            let wait_until = (last_batch_requests > 1).then(|| Instant::now() + self.max_delay);
+            while total < self.max_batch {
+                let next = match self.rx.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => match wait_until {
+                        Some(t) => match self.rx.recv_deadline(t) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                        },
+                        None => break,
+                    },
+                };
+                match rows(&next) {
+                    Some(n) if total + n <= self.max_batch && same_row_shape(&batch[0], &next) => {
+                        total += n;
+                        batch.push(next);
+                    }
+                    _ => {
+                        carry = Some(next);
+                        break;
+                    }
+                }
+            }
+            last_batch_requests = batch.len();
+            self.execute(batch);
+        }
+    }
+
+    /// Runs `jobs` (one, or several compatible ones) and answers each.
+    fn execute(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let (live, expired): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline > started);
+        for job in expired {
+            let waited = started - job.enqueued;
+            self.stats.record_failure(waited);
+            let _ = job.reply.send(Err(RuntimeError::Deadline(job.deadline - job.enqueued)));
+        }
+        if live.is_empty() {
+            return;
+        }
+        for job in &live {
+            self.stats.queue.add_one(started - job.enqueued);
+        }
+        let requests = live.len();
+        let (replies, counts, inputs) = split_jobs(live);
+        let total_rows: usize = counts.iter().sum();
+        let built = Instant::now();
+        let result = self.backend.run(inputs);
+        let ran = Instant::now();
+        let outcome = result.map_err(RuntimeError::Inference).and_then(|outputs| {
+            if requests == 1 {
+                Ok(vec![outputs])
+            } else {
+                unbatch(outputs, &counts, self.output_count)
+            }
+        });
+        let done = Instant::now();
+        self.stats
+            .record_batch(requests, total_rows, built - started, ran - built, done - ran);
+        match outcome {
+            Ok(per_job) => {
+                for ((reply, enqueued), outputs) in replies.into_iter().zip(per_job) {
+                    self.stats.success.add_one(done - enqueued);
+                    let _ = reply.send(Ok(outputs));
+                }
+            }
+            Err(err) => {
+                for (reply, enqueued) in replies {
+                    self.stats.record_failure(done - enqueued);
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+type Reply = (tokio::sync::oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>, Instant);
+
+/// Separates replies from inputs; concatenates inputs along the first
+/// dimension when there are several jobs.
+fn split_jobs(mut jobs: Vec<Job>) -> (Vec<Reply>, Vec<usize>, Vec<Tensor>) {
+    if jobs.len() == 1 {
+        let job = jobs.pop().expect("one job");
+        let rows = rows(&job).unwrap_or(1);
+        return (vec![(job.reply, job.enqueued)], vec![rows], job.inputs);
+    }
+    let counts: Vec<usize> = jobs.iter().map(|j| rows(j).unwrap_or(1)).collect();
+    let total: usize = counts.iter().sum();
+    let mut merged: Vec<Tensor> = jobs[0]
+        .inputs
+        .iter()
+        .map(|t| {
+            let per_row = t.data.len() / (t.shape[0].max(1) as usize);
+            let mut shape = t.shape.clone();
+            shape[0] = total as i64;
+            Tensor {
+                name: t.name.clone(),
+                shape,
+                data: TensorData::with_capacity(t.dtype(), per_row * total),
+            }
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        for (m, t) in merged.iter_mut().zip(&job.inputs) {
+            m.data.extend_from(&t.data);
+        }
+        replies.push((job.reply, job.enqueued));
+    }
+    (replies, counts, merged)
+}
+
+/// Splits each batched output back into one output list per job.
+fn unbatch(outputs: Vec<Tensor>, counts: &[usize], expected: usize) -> Result<Vec<Vec<Tensor>>, RuntimeError> {
+    let total: usize = counts.iter().sum();
+    if outputs.len() != expected {
+        return Err(RuntimeError::Inference(format!(
+            "model returned {} outputs, expected {expected}",
+            outputs.len()
+        )));
+    }
+    let mut per_job: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for out in outputs {
+        if out.shape.first().copied() != Some(total as i64) {
+            return Err(RuntimeError::Inference(format!(
+                "output '{}' has first dimension {:?}, expected the batch size {total}",
+                out.name,
+                out.shape.first()
+            )));
+        }
+        let per_row = if total == 0 { 0 } else { out.data.len() / total };
+        let mut start = 0;
+        for (job_out, &n) in per_job.iter_mut().zip(counts) {
+            let mut shape = out.shape.clone();
+            shape[0] = n as i64;
+            job_out.push(Tensor {
+                name: out.name.clone(),
+                shape,
+                data: out.data.slice(start..start + n * per_row),
+            });
+            start += n * per_row;
+        }
+    }
+    Ok(per_job)
+}
+
+/// Rows in a job (the first dimension of its inputs), when it has one.
+fn rows(job: &Job) -> Option<usize> {
+    let first = job.inputs.first()?.shape.first().copied()?;
+    job.inputs
+        .iter()
+        .all(|t| t.shape.first() == Some(&first))
+        .then_some(first as usize)
+}
+
+/// Two jobs may share a batch when every input has the same non-batch dims.
+fn same_row_shape(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs
+            .iter()
+            .zip(&b.inputs)
+            .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+}

@@ -1,0 +1,219 @@
+//! The ONNX Runtime backend: one `ort` session per worker thread.
+//!
+//! The shared library is loaded once per process ([`init`]) from an explicit
+//! path, so a missing library is a start-up error instead of `ort`'s panic.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use half::f16;
+use ort::environment::Environment;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+
+use super::{Backend, Signature, TensorSpec};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// The command that fetches the pinned ONNX Runtime library.
+pub const SETUP_COMMAND: &str = "scripts/setup-onnxruntime.sh";
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Loads the ONNX Runtime shared library at `lib` and creates the process
+/// environment. Idempotent: later calls return the first environment.
+pub fn init(lib: &Path) -> Result<&'static Environment, String> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    if !lib.is_file() {
+        return Err(format!(
+            "the ONNX Runtime library {} does not exist; run `{SETUP_COMMAND}` (or `make setup`) to fetch it, \
+             or point --onnxruntime-lib / SWITCHYARD_ONNXRUNTIME_LIB at libonnxruntime.so",
+            lib.display()
+        ));
+    }
+    let builder = ort::init_from(lib).map_err(|e| {
+        format!(
+            "could not load the ONNX Runtime library {}: {e}; run `{SETUP_COMMAND}` to fetch the pinned version",
+            lib.display()
+        )
+    })?;
+    let env = builder
+        .with_name("switchyard")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| format!("could not create the ONNX Runtime environment: {e}"))?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// The environment, once [`init`] succeeded.
+pub fn environment() -> Option<&'static Environment> {
+    ENVIRONMENT.get()
+}
+
+/// Where the library is by default: `$ORT_DYLIB_PATH`, else the setup
+/// script's folder under the current directory.
+pub fn default_library_path() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".onnxruntime/libonnxruntime.so.1.31.1"))
+}
+
+/// One ORT session.
+pub struct OnnxBackend {
+    session: Session,
+    input_names: Vec<String>,
+    outputs: Vec<TensorSpec>,
+}
+
+impl OnnxBackend {
+    /// Opens `model` with `intra_op_threads` threads. Errors carry ORT's
+    /// message, which the caller logs and summarises.
+    pub fn open(model: &Path, intra_op_threads: usize) -> Result<(OnnxBackend, Signature), String> {
+        let env = environment().ok_or("ONNX Runtime is not initialised")?;
+        let mut builder = Session::builder(env)
+            .and_then(|b| b.with_intra_threads(intra_op_threads.max(1)).map_err(Into::into))
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .map_err(|e| e.to_string())?;
+        let session = builder.commit_from_file(model).map_err(|e| e.to_string())?;
+        let signature = Signature {
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<_, _>>()?,
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<_, _>>()?,
+        };
+        let backend = OnnxBackend {
+            input_names: signature.inputs.iter().map(|t| t.name.clone()).collect(),
+            outputs: signature.outputs.clone(),
+            session,
+        };
+        Ok((backend, signature))
+    }
+}
+
+fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, String> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+            name: name.to_string(),
+            datatype: from_ort(*ty).ok_or_else(|| format!("'{name}' has unsupported element type {ty:?}"))?,
+            shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+        }),
+        other => Err(format!("'{name}' is a {other:?}, only tensors are supported")),
+    }
+}
+
+fn from_ort(t: TensorElementType) -> Option<DataType> {
+    Some(match t {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, String> {
+    let shape: Vec<i64> = t.shape;
+    macro_rules! prim {
+        ($v:expr) => {
+            OrtTensor::from_array((shape, $v)).map(|v| v.into_dyn().into())
+        };
+    }
+    let value: ort::Result<SessionInputValue<'static>> = match t.data {
+        TensorData::Bool(v) => prim!(v),
+        TensorData::Uint8(v) => prim!(v),
+        TensorData::Uint16(v) => prim!(v),
+        TensorData::Uint32(v) => prim!(v),
+        TensorData::Uint64(v) => prim!(v),
+        TensorData::Int8(v) => prim!(v),
+        TensorData::Int16(v) => prim!(v),
+        TensorData::Int32(v) => prim!(v),
+        TensorData::Int64(v) => prim!(v),
+        TensorData::Fp16(v) => prim!(v),
+        TensorData::Fp32(v) => prim!(v),
+        TensorData::Fp64(v) => prim!(v),
+        TensorData::Bytes(v) => {
+            let strings = v
+                .into_iter()
+                .map(String::from_utf8)
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|_| format!("input '{}': BYTES element is not valid UTF-8", t.name))?;
+            OrtTensor::from_string_array((shape, strings.as_slice())).map(|v| v.into_dyn().into())
+        }
+    };
+    value.map_err(|e| e.to_string())
+}
+
+fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(format!("output '{}' is a {other:?}", spec.name)),
+    };
+    macro_rules! prim {
+        ($t:ty, $var:ident) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| e.to_string())?;
+            (shape.to_vec(), TensorData::$var(data.to_vec()))
+        }};
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Bool => prim!(bool, Bool),
+        TensorElementType::Uint8 => prim!(u8, Uint8),
+        TensorElementType::Uint16 => prim!(u16, Uint16),
+        TensorElementType::Uint32 => prim!(u32, Uint32),
+        TensorElementType::Uint64 => prim!(u64, Uint64),
+        TensorElementType::Int8 => prim!(i8, Int8),
+        TensorElementType::Int16 => prim!(i16, Int16),
+        TensorElementType::Int32 => prim!(i32, Int32),
+        TensorElementType::Int64 => prim!(i64, Int64),
+        TensorElementType::Float16 => prim!(f16, Fp16),
+        TensorElementType::Float32 => prim!(f32, Fp32),
+        TensorElementType::Float64 => prim!(f64, Fp64),
+        TensorElementType::String => {
+            let (shape, strings) = value.try_extract_strings().map_err(|e| e.to_string())?;
+            (
+                shape.to_vec(),
+                TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
+            )
+        }
+        other => return Err(format!("output '{}' has unsupported type {other:?}", spec.name)),
+    };
+    Ok(Tensor {
+        name: spec.name.clone(),
+        shape,
+        data,
+    })
+}
+
+impl Backend for OnnxBackend {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, t) in self.input_names.iter().zip(inputs) {
+            values.push((name.as_str(), to_value(t)?));
+        }
+        let outputs = self.session.run(values).map_err(|e| e.to_string())?;
+        self.outputs
+            .iter()
+            .map(|spec| {
+                let value = outputs
+                    .get(&spec.name)
+                    .ok_or_else(|| format!("output '{}' missing from the run", spec.name))?;
+                from_value(spec, value)
+            })
+            .collect()
+    }
+}

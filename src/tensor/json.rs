@@ -1,0 +1,440 @@
+//! JSON tensor data: decoding `data` arrays (nested or flat) straight into
+//! typed buffers, and encoding buffers back as flat JSON arrays.
+//!
+//! Decoding walks the JSON once with a `DeserializeSeed`, so no intermediate
+//! `serde_json::Value` tree is built on the request path.
+
+use std::fmt;
+
+use half::f16;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+use super::{element_count, shape_string, DataType, TensorData};
+
+/// Why a JSON `data` array could not become a tensor.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("shape {shape} is invalid")]
+    BadShape { shape: String },
+    #[error("holds {got} elements but shape {shape} needs {want}")]
+    Count {
+        got: usize,
+        want: usize,
+        shape: String,
+    },
+    #[error("nested data does not match shape {shape}")]
+    Nesting { shape: String },
+    #[error("{0}")]
+    Element(String),
+}
+
+/// Decodes a JSON `data` value (nested in `shape` or flat) into a buffer of
+/// `dtype`, checking that the element count equals `product(shape)`.
+pub fn decode(raw: &str, dtype: DataType, shape: &[i64]) -> Result<TensorData, DecodeError> {
+    let want = element_count(shape).ok_or_else(|| DecodeError::BadShape {
+        shape: shape_string(shape),
+    })?;
+    let mut data = TensorData::with_capacity(dtype, want.min(1 << 20));
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let mut walk = Walk {
+        shape,
+        leaf_depth: None,
+        error: None,
+    };
+    let result = dispatch::decode_into(&mut data, &mut walk, &mut de);
+    if let Some(err) = walk.error {
+        return Err(err);
+    }
+    result.map_err(|e| DecodeError::Element(clean_serde_message(&e.to_string())))?;
+    let got = data.len();
+    if got != want {
+        return Err(DecodeError::Count {
+            got,
+            want,
+            shape: shape_string(shape),
+        });
+    }
+    Ok(data)
+}
+
+/// Builds a tensor from a nested JSON array, taking the shape from the
+/// nesting (`[[1, 2, 3]]` → `[1, 3]`). Used for samples and V1 instances.
+pub fn tensor_from_value(
+    name: &str,
+    value: &serde_json::Value,
+    dtype: DataType,
+) -> Result<super::Tensor, DecodeError> {
+    let mut shape = Vec::new();
+    let mut cur = value;
+    while let serde_json::Value::Array(items) = cur {
+        shape.push(items.len() as i64);
+        match items.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    let data = decode(&value.to_string(), dtype, &shape)?;
+    Ok(super::Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
+
+/// serde_json appends " at line L column C"; keep the message, drop positions
+/// only when they point into the tensor fragment (which would mislead).
+fn clean_serde_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Shape bookkeeping while walking nested arrays.
+struct Walk<'s> {
+    shape: &'s [i64],
+    /// Depth of the first scalar seen: 1 means flat data, `rank` nested.
+    leaf_depth: Option<usize>,
+    error: Option<DecodeError>,
+}
+
+impl Walk<'_> {
+    fn nesting_error(&mut self) -> String {
+        let msg = DecodeError::Nesting {
+            shape: shape_string(self.shape),
+        };
+        let text = msg.to_string();
+        self.error.get_or_insert(msg);
+        text
+    }
+
+    /// Called for every scalar at `depth` (0 = the data value itself).
+    fn leaf(&mut self, depth: usize) -> Result<(), String> {
+        let rank = self.shape.len();
+        match self.leaf_depth {
+            None => {
+                let ok = depth == 1 || depth == rank || (rank == 0 && depth == 0);
+                if !ok {
+                    return Err(self.nesting_error());
+                }
+                self.leaf_depth = Some(depth);
+                Ok(())
+            }
+            Some(d) if d == depth => Ok(()),
+            Some(_) => Err(self.nesting_error()),
+        }
+    }
+
+    /// Called when an array at `depth` ends with `len` items.
+    fn array_end(&mut self, depth: usize, len: usize) -> Result<(), String> {
+        let nested = self.leaf_depth.is_some_and(|d| d == self.shape.len() && d > 1);
+        if nested && self.shape.get(depth).is_some_and(|&d| d as usize != len) {
+            return Err(self.nesting_error());
+        }
+        Ok(())
+    }
+}
+
+/// One JSON scalar converted to an element type.
+trait Element: Sized {
+    const WHAT: &'static str;
+    fn from_f64(_v: f64) -> Option<Self> {
+        None
+    }
+    fn from_i64(v: i64) -> Option<Self>;
+    fn from_u64(v: u64) -> Option<Self>;
+    fn from_bool(_v: bool) -> Option<Self> {
+        None
+    }
+    fn from_str(_v: &str) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! int_element {
+    ($t:ty, $what:literal) => {
+        impl Element for $t {
+            const WHAT: &'static str = $what;
+            fn from_i64(v: i64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+            fn from_u64(v: u64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+        }
+    };
+}
+int_element!(u8, "UINT8");
+int_element!(u16, "UINT16");
+int_element!(u32, "UINT32");
+int_element!(u64, "UINT64");
+int_element!(i8, "INT8");
+int_element!(i16, "INT16");
+int_element!(i32, "INT32");
+int_element!(i64, "INT64");
+
+macro_rules! float_element {
+    ($t:ty, $what:literal, $from:expr) => {
+        impl Element for $t {
+            const WHAT: &'static str = $what;
+            fn from_f64(v: f64) -> Option<Self> {
+                Some($from(v))
+            }
+            fn from_i64(v: i64) -> Option<Self> {
+                Some($from(v as f64))
+            }
+            fn from_u64(v: u64) -> Option<Self> {
+                Some($from(v as f64))
+            }
+        }
+    };
+}
+float_element!(f32, "FP32", |v: f64| v as f32);
+float_element!(f64, "FP64", |v: f64| v);
+float_element!(f16, "FP16", f16::from_f64);
+
+impl Element for bool {
+    const WHAT: &'static str = "BOOL";
+    fn from_i64(v: i64) -> Option<Self> {
+        match v {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        Self::from_i64(i64::try_from(v).ok()?)
+    }
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl Element for Vec<u8> {
+    const WHAT: &'static str = "BYTES";
+    fn from_i64(_v: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_v: u64) -> Option<Self> {
+        None
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.as_bytes().to_vec())
+    }
+}
+
+/// Seed that appends every scalar under one JSON value to `out`.
+struct Flatten<'a, 's, T> {
+    out: &'a mut Vec<T>,
+    walk: &'a mut Walk<'s>,
+    depth: usize,
+}
+
+impl<'a, 's, T> Flatten<'a, 's, T> {
+    fn push<E: de::Error>(self, v: Option<T>, shown: fmt::Arguments<'_>, what: &str) -> Result<(), E> {
+        self.walk.leaf(self.depth).map_err(E::custom)?;
+        match v {
+            Some(v) => {
+                self.out.push(v);
+                Ok(())
+            }
+            None => Err(E::custom(format!("element {shown} is not a valid {what}"))),
+        }
+    }
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for Flatten<'_, '_, T> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of {}", T::WHAT)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(T::from_bool(v), format_args!("{v}"), T::WHAT)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(T::from_i64(v), format_args!("{v}"), T::WHAT)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(T::from_u64(v), format_args!("{v}"), T::WHAT)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(T::from_f64(v), format_args!("{v}"), T::WHAT)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let shown = if v.len() > 32 { &v[..v.floor_char_boundary(32)] } else { v };
+        self.push(T::from_str(v), format_args!("{shown:?}"), T::WHAT)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.push(None, format_args!("null"), T::WHAT)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        let mut len = 0usize;
+        loop {
+            let seed = Flatten {
+                out: &mut *self.out,
+                walk: &mut *self.walk,
+                depth,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+            len += 1;
+        }
+        self.walk
+            .array_end(self.depth, len)
+            .map_err(de::Error::custom)
+    }
+}
+
+mod dispatch {
+    use super::*;
+
+    pub(super) fn decode_into(
+        data: &mut TensorData,
+        walk: &mut Walk<'_>,
+        de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+    ) -> Result<(), serde_json::Error> {
+        macro_rules! go {
+            ($v:expr) => {{
+                Flatten {
+                    out: $v,
+                    walk,
+                    depth: 0,
+                }
+                .deserialize(&mut *de)?;
+                de.end()
+            }};
+        }
+        match data {
+            TensorData::Bool(v) => go!(v),
+            TensorData::Uint8(v) => go!(v),
+            TensorData::Uint16(v) => go!(v),
+            TensorData::Uint32(v) => go!(v),
+            TensorData::Uint64(v) => go!(v),
+            TensorData::Int8(v) => go!(v),
+            TensorData::Int16(v) => go!(v),
+            TensorData::Int32(v) => go!(v),
+            TensorData::Int64(v) => go!(v),
+            TensorData::Fp16(v) => go!(v),
+            TensorData::Fp32(v) => go!(v),
+            TensorData::Fp64(v) => go!(v),
+            TensorData::Bytes(v) => go!(v),
+        }
+    }
+}
+
+/// Serializes a buffer as a flat JSON array (FP16 as numbers, BYTES as
+/// strings, lossy UTF-8; non-finite floats as `null`, as serde_json does).
+pub struct FlatJson<'a>(pub &'a TensorData);
+
+impl Serialize for FlatJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TensorData::Fp16(v) => {
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    seq.serialize_element(&x.to_f32())?;
+                }
+                seq.end()
+            }
+            TensorData::Bytes(v) => {
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    seq.serialize_element(&String::from_utf8_lossy(x))?;
+                }
+                seq.end()
+            }
+            TensorData::Bool(v) => v.serialize(s),
+            TensorData::Uint8(v) => v.serialize(s),
+            TensorData::Uint16(v) => v.serialize(s),
+            TensorData::Uint32(v) => v.serialize(s),
+            TensorData::Uint64(v) => v.serialize(s),
+            TensorData::Int8(v) => v.serialize(s),
+            TensorData::Int16(v) => v.serialize(s),
+            TensorData::Int32(v) => v.serialize(s),
+            TensorData::Int64(v) => v.serialize(s),
+            TensorData::Fp32(v) => v.serialize(s),
+            TensorData::Fp64(v) => v.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_nested_decode_the_same() {
+        let flat = decode("[1, 2, 3, 4, 5, 6]", DataType::Fp32, &[2, 3]).unwrap();
+        let nested = decode("[[1, 2, 3], [4, 5, 6]]", DataType::Fp32, &[2, 3]).unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat, TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    }
+
+    #[test]
+    fn nested_rows_must_match_the_shape() {
+        let err = decode("[[1, 2], [3, 4, 5, 6]]", DataType::Fp32, &[2, 3]).unwrap_err();
+        assert!(matches!(err, DecodeError::Nesting { .. }), "{err:?}");
+        let err = decode("[[1, 2, 3], 4]", DataType::Fp32, &[2, 3]).unwrap_err();
+        assert!(matches!(err, DecodeError::Nesting { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn count_must_equal_product_of_shape() {
+        let err = decode("[1, 2, 3]", DataType::Fp32, &[1, 4]).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Count {
+                got: 3,
+                want: 4,
+                shape: "[1, 4]".into()
+            }
+        );
+    }
+
+    #[test]
+    fn element_types_are_checked() {
+        assert!(decode("[1.5]", DataType::Int64, &[1]).is_err());
+        assert!(decode("[\"a\"]", DataType::Fp32, &[1]).is_err());
+        assert!(decode("[300]", DataType::Uint8, &[1]).is_err());
+        assert!(decode("[-1]", DataType::Uint32, &[1]).is_err());
+        assert_eq!(
+            decode("[true, 0]", DataType::Bool, &[2]).unwrap(),
+            TensorData::Bool(vec![true, false])
+        );
+        assert_eq!(
+            decode("[\"hi\"]", DataType::Bytes, &[1]).unwrap(),
+            TensorData::Bytes(vec![b"hi".to_vec()])
+        );
+    }
+
+    #[test]
+    fn scalars_and_negative_shapes() {
+        assert_eq!(
+            decode("7", DataType::Int32, &[]).unwrap(),
+            TensorData::Int32(vec![7])
+        );
+        assert!(matches!(
+            decode("[1]", DataType::Int32, &[-1]).unwrap_err(),
+            DecodeError::BadShape { .. }
+        ));
+    }
+
+    #[test]
+    fn encodes_flat() {
+        let s = serde_json::to_string(&FlatJson(&TensorData::Fp16(vec![f16::from_f32(1.5)]))).unwrap();
+        assert_eq!(s, "[1.5]");
+    }
+}

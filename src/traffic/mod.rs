@@ -1,0 +1,164 @@
+//! Traffic decides which loaded version answers a request.
+//!
+//! A *target* is the version chosen for one request together with the
+//! reason (`x-route`). Today the decision is: an explicit version or label
+//! wins; otherwise the model's default version (`stable` label, else the
+//! newest READY version).
+
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::repository::{ModelEntry, Snapshot, VersionState};
+use crate::runtime::VersionRuntime;
+
+/// What the request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector<'a> {
+    /// No version in the path: traffic decides.
+    Default,
+    /// `/versions/{n}`.
+    Number(u64),
+    /// `/labels/{l}` (V1) or a non-numeric `/versions/{l}` (V2).
+    Label(&'a str),
+}
+
+impl<'a> VersionSelector<'a> {
+    /// Parses a V2 path version: a number, else a label.
+    pub fn from_path(segment: &'a str) -> VersionSelector<'a> {
+        match segment.parse::<u64>() {
+            Ok(n) => VersionSelector::Number(n),
+            Err(_) => VersionSelector::Label(segment),
+        }
+    }
+}
+
+/// Why a version was chosen (`x-route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Explicit,
+    Label,
+    Pin,
+    AllowList,
+    Sticky,
+    Weighted,
+    Stable,
+    Fallback,
+}
+
+impl Route {
+    /// The `x-route` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Explicit => "explicit",
+            Route::Label => "label",
+            Route::Pin => "pin",
+            Route::AllowList => "allow-list",
+            Route::Sticky => "sticky",
+            Route::Weighted => "weighted",
+            Route::Stable => "stable",
+            Route::Fallback => "fallback",
+        }
+    }
+}
+
+/// The version that will answer a request.
+#[derive(Clone)]
+pub struct Target {
+    pub model: Arc<ModelEntry>,
+    pub version: u64,
+    pub runtime: Arc<VersionRuntime>,
+    pub route: Route,
+}
+
+/// Why no version could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    UnknownModel(String),
+    UnknownVersion(String, u64),
+    UnknownLabel(String, String),
+    NotReady(String, u64, String),
+    NoVersion(String),
+    Broken(String, String),
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> ApiError {
+        match e {
+            RouteError::UnknownModel(m) => ApiError::NotFound(format!("unknown model '{m}'")),
+            RouteError::UnknownVersion(m, v) => {
+                ApiError::NotFound(format!("unknown version {v} of model '{m}'"))
+            }
+            RouteError::UnknownLabel(m, l) => {
+                ApiError::NotFound(format!("unknown version label '{l}' of model '{m}'"))
+            }
+            RouteError::NotReady(m, v, state) => ApiError::Unavailable {
+                message: format!("model '{m}' version {v} is not ready ({state})"),
+                retry_after_secs: Some(1),
+            },
+            RouteError::NoVersion(m) => ApiError::Unavailable {
+                message: format!("model '{m}' has no version ready to serve"),
+                retry_after_secs: Some(1),
+            },
+            RouteError::Broken(m, reason) => ApiError::Unavailable {
+                message: format!("model '{m}' is unavailable: {reason}"),
+                retry_after_secs: None,
+            },
+        }
+    }
+}
+
+/// Finds a model in the snapshot.
+pub fn model<'s>(snapshot: &'s Snapshot, name: &str) -> Result<&'s Arc<ModelEntry>, RouteError> {
+    let m = snapshot
+        .models
+        .get(name)
+        .ok_or_else(|| RouteError::UnknownModel(name.to_string()))?;
+    if let Some(reason) = &m.error {
+        return Err(RouteError::Broken(name.to_string(), reason.clone()));
+    }
+    Ok(m)
+}
+
+/// The version number a selector names, without requiring it to be READY.
+pub fn version_number(m: &ModelEntry, selector: VersionSelector<'_>) -> Result<(u64, Route), RouteError> {
+    match selector {
+        VersionSelector::Number(v) => {
+            if m.versions.contains_key(&v) {
+                Ok((v, Route::Explicit))
+            } else {
+                Err(RouteError::UnknownVersion(m.name.clone(), v))
+            }
+        }
+        VersionSelector::Label(l) => m
+            .label(l)
+            .map(|v| (v, Route::Label))
+            .ok_or_else(|| RouteError::UnknownLabel(m.name.clone(), l.to_string())),
+        VersionSelector::Default => m
+            .default_version()
+            .map(|v| (v, Route::Stable))
+            .ok_or_else(|| RouteError::NoVersion(m.name.clone())),
+    }
+}
+
+/// Chooses the READY version that answers a request.
+pub fn resolve(snapshot: &Snapshot, name: &str, selector: VersionSelector<'_>) -> Result<Target, RouteError> {
+    let m = model(snapshot, name)?;
+    let (version, route) = version_number(m, selector)?;
+    let entry = m
+        .versions
+        .get(&version)
+        .ok_or_else(|| RouteError::NotReady(name.to_string(), version, "not loaded".into()))?;
+    match (&entry.state, &entry.runtime) {
+        (VersionState::Ready, Some(runtime)) => Ok(Target {
+            model: m.clone(),
+            version,
+            runtime: runtime.clone(),
+            route,
+        }),
+        (state, _) => Err(RouteError::NotReady(
+            name.to_string(),
+            version,
+            state.name().to_string(),
+        )),
+    }
+}

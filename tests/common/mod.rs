@@ -1,0 +1,214 @@
+//! Test harness: a real server on 127.0.0.1:0 over a temporary model
+//! repository assembled from `models/` and `tests/fixtures/models/`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard::{Config, Server};
+
+/// The crate root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A temporary model repository.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    /// An empty repository.
+    pub fn empty() -> TestRepo {
+        TestRepo {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A repository holding the named bundled models (from `models/`).
+    pub fn bundled(models: &[&str]) -> TestRepo {
+        let repo = TestRepo::empty();
+        for m in models {
+            repo.add_bundled(m);
+        }
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies `models/<name>` in, with its config.toml and samples.json.
+    pub fn add_bundled(&self, name: &str) -> &Self {
+        copy_dir(&root().join("models").join(name), &self.path().join(name));
+        self
+    }
+
+    /// Copies `tests/fixtures/models/<fixture>` in under the name `as_name`.
+    pub fn add_fixture(&self, fixture: &str, as_name: &str) -> &Self {
+        copy_dir(
+            &root().join("tests/fixtures/models").join(fixture),
+            &self.path().join(as_name),
+        );
+        self
+    }
+
+    /// Copies version `version` of a bundled model or fixture directory
+    /// (`src` relative to the crate root) to `model/new_version`.
+    pub fn add_version(&self, src: &str, model: &str, new_version: u64) -> &Self {
+        copy_dir(&root().join(src), &self.path().join(model).join(new_version.to_string()));
+        self
+    }
+
+    /// Writes `model/config.toml`.
+    pub fn config(&self, model: &str, toml: &str) -> &Self {
+        std::fs::create_dir_all(self.path().join(model)).unwrap();
+        std::fs::write(self.path().join(model).join("config.toml"), toml).unwrap();
+        self
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    pub server: Option<Server>,
+    /// `http://127.0.0.1:port` of the data listener.
+    pub base: String,
+    /// `http://127.0.0.1:port` of the admin listener.
+    pub admin: String,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server on `repo` with default settings and waits until the
+    /// repository finished loading.
+    pub async fn start(repo: &Path) -> TestServer {
+        TestServer::start_with(repo, |_| {}).await
+    }
+
+    /// Like `start`, with a chance to change the config first.
+    pub async fn start_with(repo: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::for_repository(repo);
+        config.drain_secs = 0;
+        tweak(&mut config);
+        let server = switchyard::start(config).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let admin = format!("http://{}", server.admin_addr);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !server.state.repo.snapshot().initial_load_done {
+            assert!(Instant::now() < deadline, "repository did not load within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        TestServer {
+            server: Some(server),
+            base,
+            admin,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// GET a data-plane path; (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POST JSON to a data-plane path; (status, JSON body).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    /// POST raw bytes to a data-plane path; (status, JSON body).
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// The held-out digits samples: (64 pixel values, true label).
+pub fn digits_samples() -> Vec<(Vec<f64>, i64)> {
+    let text = std::fs::read_to_string(root().join("models/digits/samples.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let row: Vec<f64> = s["inputs"]["input"][0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            (row, s["label"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// A V2 infer body for `rows` of digits pixels.
+pub fn digits_request(rows: &[Vec<f64>]) -> Value {
+    json!({
+        "inputs": [{
+            "name": "input",
+            "shape": [rows.len(), 64],
+            "datatype": "FP32",
+            "data": rows,
+        }]
+    })
+}
+
+/// Reads the held-out accuracy of `model` version `version` from
+/// models/README.md (the table row of `models/<model>/<version>/model.onnx`,
+/// figure written as "0.9689 (436/450)"): (correct, total).
+pub fn readme_accuracy(model: &str, version: u64) -> (usize, usize) {
+    let text = std::fs::read_to_string(root().join("models/README.md")).unwrap();
+    let key = format!("`models/{model}/{version}/model.onnx`");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('|') && l.contains(&key))
+        .unwrap_or_else(|| panic!("models/README.md has no table row for {key}"));
+    line.match_indices('(')
+        .find_map(|(i, _)| {
+            let rest = &line[i + 1..];
+            let (inner, _) = rest.split_once(')')?;
+            let (a, b) = inner.split_once('/')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no (correct/total) figure in: {line}"))
+}
