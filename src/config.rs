@@ -63,6 +63,27 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Bearer token for the admin API (and the repository API); required
+    /// when the admin listener is not on loopback.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Header that carries the user key for sticky routing and rate limits.
+    #[arg(long, env = "SWITCHYARD_USER_HEADER", default_value = "x-user-id")]
+    pub user_header: String,
+
+    /// Poll the repository every N seconds for new or removed versions (0 = off).
+    #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 0)]
+    pub repository_poll_secs: u64,
+
+    /// Mirrored requests that may wait for a shadow version; beyond: dropped.
+    #[arg(long, env = "SWITCHYARD_SHADOW_QUEUE", default_value_t = 256)]
+    pub shadow_queue: usize,
+
+    /// How long a replaced stable version stays loaded for instant rollback.
+    #[arg(long, env = "SWITCHYARD_ROLLBACK_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub rollback_window: std::time::Duration,
 }
 
 impl Config {
@@ -74,6 +95,23 @@ impl Config {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
         config
+    }
+
+    /// Checks what the flags cannot check alone.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.admin_listen.ip().is_loopback() && self.admin_token.as_deref().unwrap_or("").is_empty() {
+            return Err(format!(
+                "the admin listener {} is not on loopback: set SWITCHYARD_ADMIN_TOKEN (or --admin-token)",
+                self.admin_listen
+            ));
+        }
+        if self.user_header.parse::<axum::http::HeaderName>().is_err() {
+            return Err(format!(
+                "--user-header '{}' is not a valid header name",
+                self.user_header
+            ));
+        }
+        Ok(())
     }
 
     /// The ONNX Runtime library to load.
@@ -111,7 +149,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "gib" => 1 << 30,
         other => return Err(format!("unknown size unit '{other}' in '{s}'")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 #[cfg(test)]
@@ -135,5 +174,16 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.body_limit, 8 << 20);
+        assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_public_admin_listener_needs_a_token() {
+        let mut c = Cli::parse_from(["switchyard", "serve", "--admin-listen", "0.0.0.0:8081"]).into_serve();
+        c.admin_token = None;
+        assert!(c.validate().unwrap_err().contains("SWITCHYARD_ADMIN_TOKEN"));
+        c.admin_token = Some("s3cret".into());
+        assert!(c.validate().is_ok());
     }
 }

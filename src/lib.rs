@@ -58,6 +58,7 @@ impl Server {
 /// Loads ONNX Runtime, binds both listeners and starts loading the
 /// repository in the background (readiness reports 503 until it is done).
 pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate().map_err(anyhow::Error::msg)?;
     let library = config.onnxruntime_library();
     runtime::onnx::init(&library).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
@@ -79,7 +80,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let admin_addr = admin_listener.local_addr()?;
 
     let loader = repo.clone();
-    tokio::task::spawn_blocking(move || loader.load_all());
+    let poll = config.repository_poll_secs;
+    let window = config.rollback_window;
+    tokio::spawn(async move {
+        let initial = loader.clone();
+        let _ = tokio::task::spawn_blocking(move || initial.load_all()).await;
+        if poll == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(poll));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let repo = loader.clone();
+            let _ = tokio::task::spawn_blocking(move || repo.poll(window)).await;
+        }
+    });
 
     let trigger = shutdown::Trigger::default();
     let drain = shutdown::Drain {

@@ -10,7 +10,11 @@ use serde_json::json;
 async fn a_corrupt_version_is_unavailable_and_harmless() {
     let repo = TestRepo::bundled(&["digits"]);
     repo.add_version("models/digits/2", "digits", 3);
-    std::fs::write(repo.path().join("digits/3/model.onnx"), b"this is not an ONNX model").unwrap();
+    std::fs::write(
+        repo.path().join("digits/3/model.onnx"),
+        b"this is not an ONNX model",
+    )
+    .unwrap();
     repo.config("digits", "[versions]\npolicy = \"all\"\n");
     let s = TestServer::start(repo.path()).await;
 
@@ -30,7 +34,12 @@ async fn a_corrupt_version_is_unavailable_and_harmless() {
     // the newest READY version serves versionless requests; /ready stays 200
     assert_eq!(s.get("/ready").await.0, 200);
     let row = digits_samples()[0].0.clone();
-    let (st, body) = s.post("/v2/models/digits/infer", &digits_request(&[row.clone()])).await;
+    let (st, body) = s
+        .post(
+            "/v2/models/digits/infer",
+            &digits_request(std::slice::from_ref(&row)),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["model_version"], "2");
     let (st, body) = s
@@ -49,33 +58,52 @@ async fn version_policies_choose_what_is_loaded() {
     let repo = TestRepo::bundled(&["digits"]);
     repo.add_version("models/digits/1", "digits", 5);
     // not versions: leading zero, non-numeric, no model.onnx (half-written)
-    repo.add_version("models/digits/1", "digits", 1).config("digits", "");
-    common::copy_dir(&common::root().join("models/digits/1"), &repo.path().join("digits/07"));
-    common::copy_dir(&common::root().join("models/digits/1"), &repo.path().join("digits/v9"));
+    repo.add_version("models/digits/1", "digits", 1)
+        .config("digits", "");
+    common::copy_dir(
+        &common::root().join("models/digits/1"),
+        &repo.path().join("digits/07"),
+    );
+    common::copy_dir(
+        &common::root().join("models/digits/1"),
+        &repo.path().join("digits/v9"),
+    );
     std::fs::create_dir_all(repo.path().join("digits/9")).unwrap();
 
     // default policy: latest 1
     let s = TestServer::start(repo.path()).await;
     let snap = s.server.as_ref().unwrap().state.repo.snapshot();
-    assert_eq!(snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(),
+        vec![5]
+    );
     s.stop().await;
 
     repo.config("digits", "[versions]\npolicy = \"latest\"\nlatest = 2\n");
     let s = TestServer::start(repo.path()).await;
     let snap = s.server.as_ref().unwrap().state.repo.snapshot();
-    assert_eq!(snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(), vec![2, 5]);
+    assert_eq!(
+        snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(),
+        vec![2, 5]
+    );
     s.stop().await;
 
     repo.config("digits", "[versions]\npolicy = \"specific\"\nspecific = [1, 5]\n");
     let s = TestServer::start(repo.path()).await;
     let snap = s.server.as_ref().unwrap().state.repo.snapshot();
-    assert_eq!(snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(), vec![1, 5]);
+    assert_eq!(
+        snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(),
+        vec![1, 5]
+    );
     s.stop().await;
 
     repo.config("digits", "[versions]\npolicy = \"all\"\n");
     let s = TestServer::start(repo.path()).await;
     let snap = s.server.as_ref().unwrap().state.repo.snapshot();
-    assert_eq!(snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(), vec![1, 2, 5]);
+    assert_eq!(
+        snap.models["digits"].versions.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 5]
+    );
     s.stop().await;
 }
 
@@ -87,10 +115,16 @@ async fn a_broken_config_names_file_and_key_and_spares_other_models() {
     let (st, body) = s.get("/v2/models/breast_cancer").await;
     assert_eq!(st, 503, "{body}");
     let msg = body["error"].as_str().unwrap();
-    assert!(msg.contains("config.toml") && msg.contains("max_batch_sise"), "{msg}");
+    assert!(
+        msg.contains("config.toml") && msg.contains("max_batch_sise"),
+        "{msg}"
+    );
     assert_eq!(s.get("/ready").await.0, 200);
     let row = digits_samples()[0].0.clone();
-    assert_eq!(s.post("/v2/models/digits/infer", &digits_request(&[row])).await.0, 200);
+    assert_eq!(
+        s.post("/v2/models/digits/infer", &digits_request(&[row])).await.0,
+        200
+    );
     s.stop().await;
 }
 
@@ -148,7 +182,13 @@ async fn never_ready_without_a_servable_model() {
 #[test]
 fn a_missing_onnxruntime_library_is_a_clear_start_up_error() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--onnxruntime-lib", "/nonexistent/libonnxruntime.so"])
         .current_dir(common::root())
         .output()

@@ -204,7 +204,7 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
     let row: Vec<f64> = digits_samples()[0].0.clone();
-    let good = digits_request(&[row.clone()]);
+    let good = digits_request(std::slice::from_ref(&row));
     let path = "/v2/models/digits/infer";
 
     let cases: Vec<(&str, String, u16, &str)> = vec![
@@ -342,7 +342,12 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
     let rows: Vec<Vec<f64>> = samples.iter().take(48).map(|(r, _)| r.clone()).collect();
     let mut reference = Vec::new();
     for r in &rows {
-        let (st, body) = s.post("/v2/models/mlp_wide/infer", &digits_request(&[r.clone()])).await;
+        let (st, body) = s
+            .post(
+                "/v2/models/mlp_wide/infer",
+                &digits_request(std::slice::from_ref(r)),
+            )
+            .await;
         assert_eq!(st, 200);
         reference.push(body["outputs"].clone());
     }
@@ -355,7 +360,11 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
             let (a, b) = (rows[2 * i].clone(), rows[2 * i + 1].clone());
             let two = (i + round) % 2 == 0;
             tasks.push(tokio::spawn(async move {
-                let req = if two { digits_request(&[a, b]) } else { digits_request(&[a]) };
+                let req = if two {
+                    digits_request(&[a, b])
+                } else {
+                    digits_request(&[a])
+                };
                 let (st, body) = s.post("/v2/models/mlp_wide/infer", &req).await;
                 assert_eq!(st, 200, "{body}");
                 (i, two, body)
@@ -376,7 +385,11 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
             for j in 0..10 {
                 let got = probs[10 * k + j].as_f64().unwrap();
                 let exp = want[1]["data"][j].as_f64().unwrap();
-                assert!((got - exp).abs() < 1e-5, "row {} prob {j}: {got} vs {exp}", 2 * i + k);
+                assert!(
+                    (got - exp).abs() < 1e-5,
+                    "row {} prob {j}: {got} vs {exp}",
+                    2 * i + k
+                );
             }
         }
     }
@@ -384,7 +397,10 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
     let runtime = snapshot.models["mlp_wide"].versions[&1].runtime.clone().unwrap();
     let batches = runtime.stats().batch_stats();
     let largest = *batches.keys().max().unwrap();
-    assert!(largest > 2, "batches of several requests were formed: {batches:?}");
+    assert!(
+        largest > 2,
+        "batches of several requests were formed: {batches:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,23 +30,26 @@ pub fn routable_ready(snapshot: &Snapshot) -> Result<(), String> {
         if m.error.is_some() {
             continue;
         }
-        let Some(v) = m.default_version() else {
-            if m.versions.values().any(|v| v.state == VersionState::Loading) {
-                return Err(format!("model '{}' is still loading", m.name));
-            }
+        // A model nothing routes to yet (all versions loading or failed)
+        // neither blocks readiness nor counts as servable.
+        let routed = m.routed();
+        if routed.is_empty() {
             continue;
-        };
-        match m.versions.get(&v).map(|e| &e.state) {
-            Some(VersionState::Ready) => routable += 1,
-            Some(state) => {
-                return Err(format!(
-                    "model '{}' version {v} is routed but {}",
-                    m.name,
-                    state.name()
-                ))
-            }
-            None => return Err(format!("model '{}' version {v} is routed but not loaded", m.name)),
         }
+        for v in routed {
+            match m.versions.get(&v).map(|e| &e.state) {
+                Some(VersionState::Ready) => {}
+                Some(state) => {
+                    return Err(format!(
+                        "model '{}' version {v} is routed but {}",
+                        m.name,
+                        state.name()
+                    ))
+                }
+                None => return Err(format!("model '{}' version {v} is routed but not loaded", m.name)),
+            }
+        }
+        routable += 1;
     }
     if routable == 0 {
         return Err("no model version is ready to serve".into());

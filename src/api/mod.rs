@@ -3,7 +3,9 @@
 //! Handlers parse the protocol, ask `traffic` for a target version and hand
 //! tensors to its `runtime`; they never touch ONNX Runtime directly.
 
+pub mod admin;
 pub mod health;
+pub mod repository;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -20,20 +22,33 @@ use axum::Router;
 use crate::config::Config;
 use crate::error::{error_body, ApiError};
 use crate::repository::Repository;
+use crate::tensor::Tensor;
+use crate::traffic::shadow::{ShadowHub, ShadowJob};
+use crate::traffic::{Caller, Target};
 
 /// Shared state of both routers.
 pub struct AppState {
     pub repo: Arc<Repository>,
     pub config: Arc<Config>,
+    pub shadow: Arc<ShadowHub>,
+    /// The user-key header, parsed once.
+    pub user_header: axum::http::HeaderName,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
-    /// State over a repository (which may still be loading).
+    /// State over a repository (which may still be loading). Needs a tokio
+    /// runtime (the shadow worker is a task).
     pub fn new(repo: Arc<Repository>, config: Arc<Config>) -> AppState {
+        let user_header = config
+            .user_header
+            .parse()
+            .unwrap_or(axum::http::HeaderName::from_static("x-user-id"));
         AppState {
             repo,
+            shadow: ShadowHub::start(config.shadow_queue),
             config,
+            user_header,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -56,6 +71,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
         .merge(v2::routes())
+        .merge(repository::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -66,12 +82,18 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub fn admin_app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::live))
+        .merge(admin::routes(state.clone()))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    error_body(StatusCode::NOT_FOUND, &format!("no route for {method} {}", uri.path()))
+    error_body(
+        StatusCode::NOT_FOUND,
+        &format!("no route for {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
@@ -79,6 +101,58 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("method {method} is not allowed on {}", uri.path()),
     )
+}
+
+/// What routing may use from the request headers: the user key and a
+/// version pin (`x-model-version`).
+pub fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Caller<'h> {
+    Caller {
+        user: headers
+            .get(&state.user_header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty()),
+        pin: headers
+            .get("x-model-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
+    }
+}
+
+/// The client's request id header, if any.
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Adds `x-model-version` and `x-route` to a predict response.
+pub fn route_headers(resp: &mut Response, target: &Target) {
+    let headers = resp.headers_mut();
+    headers.insert("x-model-version", HeaderValue::from(target.version));
+    headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+}
+
+/// Sends a copy of a served request to the shadow version, if the target
+/// was sampled for it. Never blocks.
+pub fn mirror(
+    state: &AppState,
+    target: &Target,
+    inputs: Vec<Tensor>,
+    outputs: &[Tensor],
+    request_id: Option<String>,
+) {
+    if let Some((version, runtime)) = &target.shadow {
+        state.shadow.mirror(ShadowJob {
+            model: target.model.name.clone(),
+            primary_version: target.version,
+            shadow_version: *version,
+            runtime: runtime.clone(),
+            inputs,
+            primary: outputs.to_vec(),
+            request_id: request_id.unwrap_or_default(),
+        });
+    }
 }
 
 /// Turns the body extractor's result into bytes or the right error

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -22,7 +22,7 @@ use crate::tensor::{DataType, Tensor};
 use crate::traffic::{self, Target, VersionSelector};
 
 /// Extensions of the Triton/KServe protocol this server implements.
-pub const EXTENSIONS: &[&str] = &[];
+pub const EXTENSIONS: &[&str] = &["model_repository"];
 
 /// The V2 routes.
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -32,11 +32,20 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v2/health/live", get(health::v2_live))
         .route("/v2/health/ready", get(health::v2_ready))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata_versioned))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_versioned),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_versioned))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_versioned),
+        )
         .route("/v2/models/{model}/infer", post(infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer_versioned))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_versioned),
+        )
 }
 
 async fn server_metadata() -> Response {
@@ -178,36 +187,47 @@ async fn infer_versioned(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    run_infer(&state, &model, VersionSelector::from_path(&version), &headers, body).await
+    run_infer(
+        &state,
+        &model,
+        VersionSelector::from_path(&version),
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn run_infer(
     state: &AppState,
     model: &str,
     selector: VersionSelector<'_>,
-    _headers: &HeaderMap,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let target = match traffic::resolve(&state.repo.snapshot(), model, selector) {
+    let caller = super::caller(state, headers);
+    let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let result = match body_bytes(body, state.config.body_limit) {
-        Ok(body) => infer_json(&target, &body).await,
+        Ok(body) => infer_json(state, &target, &body, headers).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
-    let headers = resp.headers_mut();
-    headers.insert("x-model-version", HeaderValue::from(target.version));
-    headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    super::route_headers(&mut resp, &target);
     resp
 }
 
 /// Decodes a JSON inference request, runs it on `target`, encodes the answer.
-async fn infer_json(target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+async fn infer_json(
+    state: &AppState,
+    target: &Target,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let model = target.model.name.as_str();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(
@@ -226,11 +246,16 @@ async fn infer_json(target: &Target, body: &[u8]) -> Result<Response, ApiError> 
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
+    let mirror = target.shadow.as_ref().map(|_| inputs.clone());
     let outputs = target
         .runtime
         .infer(inputs, None)
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
+    if let Some(inputs) = mirror {
+        let request_id = request.id.clone().or_else(|| super::request_id(headers));
+        super::mirror(state, target, inputs, &outputs, request_id);
+    }
     let response = InferResponse {
         model_name: model,
         model_version: target.version.to_string(),
@@ -280,10 +305,7 @@ fn select_outputs(
 fn decode_input(input: &InputTensor<'_>) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let dtype = DataType::from_name(&input.datatype).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "input '{name}': unknown datatype '{}'",
-            input.datatype
-        ))
+        ApiError::BadRequest(format!("input '{name}': unknown datatype '{}'", input.datatype))
     })?;
     let raw = input
         .data

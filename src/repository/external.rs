@@ -82,7 +82,8 @@ struct StringStringEntryProto {
 /// Checks that every external-data location in `model_bytes` stays inside
 /// `version_dir` (also through symlinks). Returns the locations referenced.
 pub(crate) fn check_confined(model_bytes: &[u8], version_dir: &Path) -> Result<Vec<String>, String> {
-    let model = ModelProto::decode(model_bytes).map_err(|e| format!("model.onnx is not a valid ONNX model ({e})"))?;
+    let model =
+        ModelProto::decode(model_bytes).map_err(|e| format!("model.onnx is not a valid ONNX model ({e})"))?;
     let mut locations = Vec::new();
     if let Some(g) = &model.graph {
         graph_locations(g, &mut locations);
@@ -139,7 +140,10 @@ fn nodes_locations(nodes: &[NodeProto], out: &mut Vec<String>) {
 }
 
 fn sparse_locations(s: &SparseTensorProto, out: &mut Vec<String>) {
-    s.values.iter().chain(&s.indices).for_each(|t| tensor_location(t, out));
+    s.values
+        .iter()
+        .chain(&s.indices)
+        .for_each(|t| tensor_location(t, out));
 }
 
 fn tensor_location(t: &TensorProto, out: &mut Vec<String>) {

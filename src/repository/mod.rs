@@ -9,6 +9,7 @@
 
 pub mod config;
 mod external;
+mod policies;
 pub mod samples;
 
 use std::collections::BTreeMap;
@@ -19,11 +20,13 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use config::ModelConfig;
+pub use policies::{PolicyError, PreviousStable};
 pub use samples::Samples;
 
 use crate::runtime::onnx::OnnxBackend;
 use crate::runtime::{Backend, Signature, VersionRuntime};
 use crate::tensor::{Tensor, TensorData};
+use crate::traffic::policy::Policy;
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +83,21 @@ pub struct ModelEntry {
     pub versions: BTreeMap<u64, VersionEntry>,
     /// Set when the model's own files (config.toml, samples.json) are broken.
     pub error: Option<String>,
+    /// The traffic policy; `None` until one is set: then everything goes to
+    /// the default version.
+    pub policy: Option<Arc<Policy>>,
+    /// The stable version a policy change replaced, kept for rollback.
+    pub previous_stable: Option<PreviousStable>,
 }
 
 impl ModelEntry {
-    /// The version a request without an explicit version goes to: the
-    /// `stable` label if set, else the highest READY version.
+    /// The version a request without an explicit version goes to when no
+    /// policy is set: the `stable` label of config.toml if set, else the
+    /// highest READY version.
     pub fn default_version(&self) -> Option<u64> {
+        if let Some(p) = &self.policy {
+            return Some(p.stable());
+        }
         if let Some(&v) = self.config.labels.get("stable") {
             return Some(v);
         }
@@ -96,12 +108,30 @@ impl ModelEntry {
             .map(|v| v.number)
     }
 
-    /// The version a label names.
+    /// The version a label names: the policy's labels first, then config.toml's.
     pub fn label(&self, label: &str) -> Option<u64> {
-        self.config.labels.get(label).copied()
+        self.policy
+            .as_ref()
+            .and_then(|p| p.label(label))
+            .or_else(|| self.config.labels.get(label).copied())
     }
 
-    /// The newest READY version's signature (for versionless metadata).
+    /// Versions live traffic can reach: they must be READY for readiness.
+    pub fn routed(&self) -> Vec<u64> {
+        match &self.policy {
+            Some(p) => p.routed(),
+            None => self.default_version().into_iter().collect(),
+        }
+    }
+
+    /// True when `version` is READY.
+    pub fn is_ready(&self, version: u64) -> bool {
+        self.versions
+            .get(&version)
+            .is_some_and(|v| v.state == VersionState::Ready)
+    }
+
+    /// The READY versions, ascending.
     pub fn ready_versions(&self) -> impl DoubleEndedIterator<Item = &VersionEntry> {
         self.versions.values().filter(|v| v.state == VersionState::Ready)
     }
@@ -149,6 +179,15 @@ impl Repository {
         let mut next = Snapshot::clone(&self.current.load());
         f(&mut next);
         self.current.store(Arc::new(next));
+    }
+
+    /// Like [`publish`](Self::publish), but publishes nothing when `f` fails.
+    pub fn try_publish<T, E>(&self, f: impl FnOnce(&mut Snapshot) -> Result<T, E>) -> Result<T, E> {
+        let _guard = self.edit.lock();
+        let mut next = Snapshot::clone(&self.current.load());
+        let out = f(&mut next)?;
+        self.current.store(Arc::new(next));
+        Ok(out)
     }
 
     /// Sets one version's state (and runtime) in a new snapshot.
@@ -201,7 +240,9 @@ impl Repository {
                     self.load_model(&name);
                 }
             }
-            Err(e) => tracing::error!(root = %self.root.display(), error = %e, "cannot read the model repository"),
+            Err(e) => {
+                tracing::error!(root = %self.root.display(), error = %e, "cannot read the model repository")
+            }
         }
         self.publish(|s| s.initial_load_done = true);
     }
@@ -210,9 +251,8 @@ impl Repository {
     /// that are not loaded yet (blocking). Returns the versions now READY.
     pub fn load_model(&self, name: &str) -> Vec<u64> {
         let dir = self.root.join(name);
-        let files = ModelConfig::read(&dir.join("config.toml")).and_then(|config| {
-            Samples::read(&dir.join("samples.json")).map(|samples| (config, samples))
-        });
+        let files = ModelConfig::read(&dir.join("config.toml"))
+            .and_then(|config| Samples::read(&dir.join("samples.json")).map(|samples| (config, samples)));
         let (config, samples) = match files {
             Ok(ok) => ok,
             Err(e) => {
@@ -226,6 +266,8 @@ impl Repository {
                             samples: None,
                             versions: BTreeMap::new(),
                             error: None,
+                            policy: None,
+                            previous_stable: None,
                         })
                     });
                     Arc::make_mut(entry).error = Some(reason);
@@ -245,6 +287,8 @@ impl Repository {
                     samples: samples.clone(),
                     versions: BTreeMap::new(),
                     error: None,
+                    policy: None,
+                    previous_stable: None,
                 })
             });
             let m = Arc::make_mut(entry);
@@ -269,8 +313,62 @@ impl Repository {
                 }
             }
         });
-        for v in to_load {
-            let entry = match self.load_version(name, v, &config, samples.as_deref()) {
+        self.load_versions(name, &config, samples.as_deref(), to_load);
+        self.snapshot()
+            .models
+            .get(name)
+            .map(|m| m.ready_versions().map(|v| v.number).collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads one version next to the serving ones, whatever the version
+    /// policy says (admin API). Returns its state afterwards.
+    pub fn load_specific(&self, name: &str, version: u64) -> Result<VersionState, String> {
+        if !self.versions_on_disk(name).contains(&version) {
+            return Err(format!(
+                "model '{name}' has no complete version directory {version} (with model.onnx)"
+            ));
+        }
+        if !self.snapshot().models.contains_key(name) {
+            self.load_model(name);
+        }
+        let snapshot = self.snapshot();
+        let m = snapshot
+            .models
+            .get(name)
+            .ok_or_else(|| format!("model '{name}' could not be read"))?;
+        if let Some(e) = &m.error {
+            return Err(e.clone());
+        }
+        if let Some(v) = m.versions.get(&version) {
+            if matches!(v.state, VersionState::Ready | VersionState::Loading) {
+                return Ok(v.state.clone());
+            }
+        }
+        let (config, samples) = (m.config.clone(), m.samples.clone());
+        self.set_version(
+            name,
+            VersionEntry {
+                number: version,
+                state: VersionState::Loading,
+                runtime: None,
+            },
+        );
+        self.load_versions(name, &config, samples.as_deref(), vec![version]);
+        Ok(self
+            .snapshot()
+            .models
+            .get(name)
+            .and_then(|m| m.versions.get(&version))
+            .map(|v| v.state.clone())
+            .unwrap_or(VersionState::Unavailable("removed while loading".into())))
+    }
+
+    /// Loads `versions` (already marked LOADING) one after another and
+    /// publishes each result.
+    fn load_versions(&self, name: &str, config: &ModelConfig, samples: Option<&Samples>, versions: Vec<u64>) {
+        for v in versions {
+            let entry = match self.load_version(name, v, config, samples) {
                 Ok(runtime) => {
                     tracing::info!(model = name, version = v, "version READY");
                     VersionEntry {
@@ -290,23 +388,6 @@ impl Repository {
             };
             self.set_version(name, entry);
         }
-        self.snapshot()
-            .models
-            .get(name)
-            .map(|m| m.ready_versions().map(|v| v.number).collect())
-            .unwrap_or_default()
-    }
-
-    /// Removes a version from the snapshot. Requests already holding its
-    /// runtime finish; its workers stop when the last one does.
-    pub fn unload_version(&self, model: &str, version: u64) -> bool {
-        let mut removed = false;
-        self.publish(|s| {
-            if let Some(m) = s.models.get_mut(model) {
-                removed = Arc::make_mut(m).versions.remove(&version).is_some();
-            }
-        });
-        removed
     }
 
     /// Loads, starts and warms up one version (blocking).

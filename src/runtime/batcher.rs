@@ -78,7 +78,9 @@ impl Worker {
         for job in expired {
             let waited = started - job.enqueued;
             self.stats.record_failure(waited);
-            let _ = job.reply.send(Err(RuntimeError::Deadline(job.deadline - job.enqueued)));
+            let _ = job
+                .reply
+                .send(Err(RuntimeError::Deadline(job.deadline - job.enqueued)));
         }
         if live.is_empty() {
             return;
@@ -119,7 +121,10 @@ impl Worker {
     }
 }
 
-type Reply = (tokio::sync::oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>, Instant);
+type Reply = (
+    tokio::sync::oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>,
+    Instant,
+);
 
 /// Separates replies from inputs; concatenates inputs along the first
 /// dimension when there are several jobs.
@@ -156,7 +161,11 @@ fn split_jobs(mut jobs: Vec<Job>) -> (Vec<Reply>, Vec<usize>, Vec<Tensor>) {
 }
 
 /// Splits each batched output back into one output list per job.
-fn unbatch(outputs: Vec<Tensor>, counts: &[usize], expected: usize) -> Result<Vec<Vec<Tensor>>, RuntimeError> {
+fn unbatch(
+    outputs: Vec<Tensor>,
+    counts: &[usize],
+    expected: usize,
+) -> Result<Vec<Vec<Tensor>>, RuntimeError> {
     let total: usize = counts.iter().sum();
     if outputs.len() != expected {
         return Err(RuntimeError::Inference(format!(
@@ -173,7 +182,7 @@ fn unbatch(outputs: Vec<Tensor>, counts: &[usize], expected: usize) -> Result<Ve
                 out.shape.first()
             )));
         }
-        let per_row = if total == 0 { 0 } else { out.data.len() / total };
+        let per_row = out.data.len().checked_div(total).unwrap_or(0);
         let mut start = 0;
         for (job_out, &n) in per_job.iter_mut().zip(counts) {
             let mut shape = out.shape.clone();

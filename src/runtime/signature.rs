@@ -153,7 +153,9 @@ mod tests {
             .order_inputs(vec![t("a", vec![2], TensorData::Int64(vec![1, 2]))])
             .unwrap_err();
         assert!(err.contains("datatype INT64"), "{err}");
-        let err = s.order_inputs(vec![t("zz", vec![1], TensorData::Int64(vec![1]))]).unwrap_err();
+        let err = s
+            .order_inputs(vec![t("zz", vec![1], TensorData::Int64(vec![1]))])
+            .unwrap_err();
         assert!(err.contains("unknown input 'zz'"), "{err}");
     }
 }

@@ -72,7 +72,14 @@ impl VersionStats {
     }
 
     /// Records one ORT run over `requests` requests with `rows` rows.
-    pub(crate) fn record_batch(&self, requests: usize, rows: usize, input: Duration, infer: Duration, output: Duration) {
+    pub(crate) fn record_batch(
+        &self,
+        requests: usize,
+        rows: usize,
+        input: Duration,
+        infer: Duration,
+        output: Duration,
+    ) {
         self.inference_count.fetch_add(rows as u64, Relaxed);
         self.execution_count.fetch_add(1, Relaxed);
         let now_ms = std::time::SystemTime::now()

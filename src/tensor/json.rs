@@ -18,11 +18,7 @@ pub enum DecodeError {
     #[error("shape {shape} is invalid")]
     BadShape { shape: String },
     #[error("holds {got} elements but shape {shape} needs {want}")]
-    Count {
-        got: usize,
-        want: usize,
-        shape: String,
-    },
+    Count { got: usize, want: usize, shape: String },
     #[error("nested data does not match shape {shape}")]
     Nesting { shape: String },
     #[error("{0}")]
@@ -271,7 +267,11 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
         self.push(T::from_f64(v), format_args!("{v}"), T::WHAT)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        let shown = if v.len() > 32 { &v[..v.floor_char_boundary(32)] } else { v };
+        let shown = if v.len() > 32 {
+            &v[..v.floor_char_boundary(32)]
+        } else {
+            v
+        };
         self.push(T::from_str(v), format_args!("{shown:?}"), T::WHAT)
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -292,9 +292,7 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
             }
             len += 1;
         }
-        self.walk
-            .array_end(self.depth, len)
-            .map_err(de::Error::custom)
+        self.walk.array_end(self.depth, len).map_err(de::Error::custom)
     }
 }
 

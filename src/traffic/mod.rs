@@ -1,9 +1,12 @@
 //! Traffic decides which loaded version answers a request.
 //!
 //! A *target* is the version chosen for one request together with the
-//! reason (`x-route`). Today the decision is: an explicit version or label
-//! wins; otherwise the model's default version (`stable` label, else the
-//! newest READY version).
+//! reason (`x-route`). An explicit version or label wins; otherwise the
+//! model's traffic [`policy`] decides (pin → allow-list → sticky hash or
+//! random bucket → stable), or, without a policy, the default version.
+
+pub mod policy;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -61,6 +64,15 @@ impl Route {
     }
 }
 
+/// What routing may know about the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The user key (header or V2 `parameters.user_id`).
+    pub user: Option<&'a str>,
+    /// The `x-model-version` pin header, if it parsed as a version.
+    pub pin: Option<u64>,
+}
+
 /// The version that will answer a request.
 #[derive(Clone)]
 pub struct Target {
@@ -68,6 +80,8 @@ pub struct Target {
     pub version: u64,
     pub runtime: Arc<VersionRuntime>,
     pub route: Route,
+    /// Where a mirrored copy goes, when this request was sampled for shadowing.
+    pub shadow: Option<(u64, Arc<VersionRuntime>)>,
 }
 
 /// Why no version could be chosen.
@@ -121,6 +135,14 @@ pub fn model<'s>(snapshot: &'s Snapshot, name: &str) -> Result<&'s Arc<ModelEntr
 
 /// The version number a selector names, without requiring it to be READY.
 pub fn version_number(m: &ModelEntry, selector: VersionSelector<'_>) -> Result<(u64, Route), RouteError> {
+    version_for(m, selector, Caller::default())
+}
+
+fn version_for(
+    m: &ModelEntry,
+    selector: VersionSelector<'_>,
+    caller: Caller<'_>,
+) -> Result<(u64, Route), RouteError> {
     match selector {
         VersionSelector::Number(v) => {
             if m.versions.contains_key(&v) {
@@ -133,30 +155,63 @@ pub fn version_number(m: &ModelEntry, selector: VersionSelector<'_>) -> Result<(
             .label(l)
             .map(|v| (v, Route::Label))
             .ok_or_else(|| RouteError::UnknownLabel(m.name.clone(), l.to_string())),
-        VersionSelector::Default => m
-            .default_version()
-            .map(|v| (v, Route::Stable))
-            .ok_or_else(|| RouteError::NoVersion(m.name.clone())),
+        VersionSelector::Default => match &m.policy {
+            Some(p) => {
+                let (v, route) = p.decide(caller.user, caller.pin, || fastrand::u32(..));
+                if route == Route::Pin && !m.versions.contains_key(&v) {
+                    return Err(RouteError::UnknownVersion(m.name.clone(), v));
+                }
+                Ok((v, route))
+            }
+            None => m
+                .default_version()
+                .map(|v| (v, Route::Stable))
+                .ok_or_else(|| RouteError::NoVersion(m.name.clone())),
+        },
     }
 }
 
-/// Chooses the READY version that answers a request.
+/// Chooses the READY version that answers a request (and, for versionless
+/// requests, whether a copy goes to the shadow).
 pub fn resolve(snapshot: &Snapshot, name: &str, selector: VersionSelector<'_>) -> Result<Target, RouteError> {
+    route(snapshot, name, selector, Caller::default())
+}
+
+/// [`resolve`] with what is known about the caller.
+pub fn route(
+    snapshot: &Snapshot,
+    name: &str,
+    selector: VersionSelector<'_>,
+    caller: Caller<'_>,
+) -> Result<Target, RouteError> {
     let m = model(snapshot, name)?;
-    let (version, route) = version_number(m, selector)?;
+    let (version, route) = version_for(m, selector, caller)?;
+    let runtime = ready_runtime(m, version)?;
+    let shadow = match (&m.policy, selector) {
+        (Some(p), VersionSelector::Default) => p
+            .shadow_for(fastrand::u32(..))
+            .filter(|&v| v != version)
+            .and_then(|v| ready_runtime(m, v).ok().map(|r| (v, r))),
+        _ => None,
+    };
+    Ok(Target {
+        model: m.clone(),
+        version,
+        runtime,
+        route,
+        shadow,
+    })
+}
+
+fn ready_runtime(m: &ModelEntry, version: u64) -> Result<Arc<VersionRuntime>, RouteError> {
     let entry = m
         .versions
         .get(&version)
-        .ok_or_else(|| RouteError::NotReady(name.to_string(), version, "not loaded".into()))?;
+        .ok_or_else(|| RouteError::NotReady(m.name.clone(), version, "not loaded".into()))?;
     match (&entry.state, &entry.runtime) {
-        (VersionState::Ready, Some(runtime)) => Ok(Target {
-            model: m.clone(),
-            version,
-            runtime: runtime.clone(),
-            route,
-        }),
+        (VersionState::Ready, Some(runtime)) => Ok(runtime.clone()),
         (state, _) => Err(RouteError::NotReady(
-            name.to_string(),
+            m.name.clone(),
             version,
             state.name().to_string(),
         )),

@@ -71,7 +71,10 @@ impl TestRepo {
     /// Copies version `version` of a bundled model or fixture directory
     /// (`src` relative to the crate root) to `model/new_version`.
     pub fn add_version(&self, src: &str, model: &str, new_version: u64) -> &Self {
-        copy_dir(&root().join(src), &self.path().join(model).join(new_version.to_string()));
+        copy_dir(
+            &root().join(src),
+            &self.path().join(model).join(new_version.to_string()),
+        );
         self
     }
 
@@ -151,6 +154,43 @@ impl TestServer {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A request to the admin listener, with the bearer token when the
+    /// server has one; (status, JSON body).
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{}", self.admin, path));
+        if let Some(token) = self
+            .server
+            .as_ref()
+            .and_then(|s| s.state.config.admin_token.clone())
+        {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Replaces a model's traffic policy; panics unless the server accepts it.
+    pub async fn set_policy(&self, model: &str, policy: Value) {
+        let (st, body) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/v1/models/{model}/policy"),
+                Some(policy),
+            )
+            .await;
+        assert_eq!(st, 200, "policy rejected: {body}");
+    }
+
+    /// The snapshot of the running server.
+    pub fn snapshot(&self) -> std::sync::Arc<switchyard::repository::Snapshot> {
+        self.server.as_ref().unwrap().state.repo.snapshot()
     }
 
     /// Stops the server gracefully.

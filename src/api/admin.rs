@@ -1,0 +1,264 @@
+//! The admin API (SPEC §7.1) on the admin listener: models, versions and
+//! their states, traffic policies, version load/unload, shadow results and
+//! rollback. Guarded by a bearer token when one is configured.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use super::{body_bytes, json, AppState};
+use crate::error::ApiError;
+use crate::repository::{ModelEntry, PolicyError, VersionState};
+use crate::traffic::policy::PolicySpec;
+
+/// The admin routes under `/admin/v1`.
+pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/v1/models", get(list_models))
+        .route("/admin/v1/models/{model}", get(get_model))
+        .route("/admin/v1/models/{model}/policy", get(get_policy).put(put_policy))
+        .route(
+            "/admin/v1/models/{model}/versions/{version}/load",
+            post(load_version),
+        )
+        .route(
+            "/admin/v1/models/{model}/versions/{version}/unload",
+            post(unload_version),
+        )
+        .route("/admin/v1/models/{model}/shadow", get(shadow))
+        .route("/admin/v1/models/{model}/rollback", post(rollback))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
+}
+
+/// Rejects requests without the configured bearer token (constant-time
+/// comparison). Without a configured token (loopback only) everything passes.
+pub async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Err(e) = check_token(&state, request.headers()) {
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+/// Checks the `Authorization: Bearer` header against the admin token.
+pub fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "missing or wrong admin token (send Authorization: Bearer <SWITCHYARD_ADMIN_TOKEN>)".into(),
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct VersionView {
+    version: u64,
+    state: &'static str,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct ModelView {
+    name: String,
+    versions: Vec<VersionView>,
+    labels: BTreeMap<String, u64>,
+    /// The policy in force: set through the admin API, or the default.
+    policy: Option<PolicySpec>,
+    policy_source: &'static str,
+    routed: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_stable: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn view(m: &ModelEntry) -> ModelView {
+    let mut labels = m.config.labels.clone();
+    let (policy, source) = match &m.policy {
+        Some(p) => (Some(p.spec().clone()), "admin"),
+        None => (m.default_version().map(PolicySpec::pinned), "default"),
+    };
+    if let Some(p) = &m.policy {
+        for name in ["stable", "candidate", "preview"] {
+            if let Some(v) = p.label(name) {
+                labels.insert(name.to_string(), v);
+            }
+        }
+        labels.extend(p.spec().labels.clone());
+    } else if let Some(v) = m.default_version() {
+        labels.insert("stable".into(), v);
+    }
+    ModelView {
+        name: m.name.clone(),
+        versions: m
+            .versions
+            .values()
+            .map(|v| VersionView {
+                version: v.number,
+                state: v.state.name(),
+                reason: v.state.reason().to_string(),
+            })
+            .collect(),
+        labels,
+        policy,
+        policy_source: source,
+        routed: m.routed(),
+        previous_stable: m.previous_stable.map(|p| p.version),
+        error: m.error.clone(),
+    }
+}
+
+fn model_entry(state: &AppState, model: &str) -> Result<Arc<ModelEntry>, ApiError> {
+    state
+        .repo
+        .snapshot()
+        .models
+        .get(model)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("unknown model '{model}'")))
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> ApiError {
+        match e {
+            PolicyError::UnknownModel(_) | PolicyError::UnknownVersion(..) => {
+                ApiError::NotFound(e.to_string())
+            }
+            PolicyError::Invalid(..) => ApiError::BadRequest(e.to_string()),
+            PolicyError::Conflict(_) => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.repo.snapshot();
+    let models: Vec<ModelView> = snapshot.models.values().map(|m| view(m)).collect();
+    json(&serde_json::json!({ "models": models }))
+}
+
+async fn get_model(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match model_entry(&state, &model) {
+        Ok(m) => json(&view(&m)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_policy(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match model_entry(&state, &model) {
+        Ok(m) => {
+            let v = view(&m);
+            json(&serde_json::json!({"policy": v.policy, "source": v.policy_source}))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn put_policy(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = (|| {
+        let body = body_bytes(body, state.config.body_limit)?;
+        let spec: PolicySpec = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid policy for model '{model}': {e}")))?;
+        let policy = state.repo.set_policy(&model, spec)?;
+        tracing::info!(model = %model, policy = ?policy.spec(), "traffic policy set");
+        Ok::<_, ApiError>(json(
+            &serde_json::json!({"policy": policy.spec(), "source": "admin"}),
+        ))
+    })();
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+fn parse_version(model: &str, version: &str) -> Result<u64, ApiError> {
+    crate::repository::parse_version_dir(version).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "version '{version}' of model '{model}' is not a positive integer"
+        ))
+    })
+}
+
+async fn load_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    let v = match parse_version(&model, &version) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let repo = state.repo.clone();
+    let name = model.clone();
+    let result = tokio::task::spawn_blocking(move || repo.load_specific(&name, v)).await;
+    match result {
+        Ok(Ok(VersionState::Unavailable(reason))) => {
+            ApiError::BadRequest(format!("version {v} of model '{model}' failed to load: {reason}"))
+                .into_response()
+        }
+        Ok(Ok(st)) => json(&serde_json::json!({"model": model, "version": v, "state": st.name()})),
+        Ok(Err(e)) => ApiError::NotFound(e).into_response(),
+        Err(e) => ApiError::Internal(format!("loading failed: {e}")).into_response(),
+    }
+}
+
+async fn unload_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    let result = parse_version(&model, &version).and_then(|v| {
+        state
+            .repo
+            .unload_version(&model, v, state.config.rollback_window)
+            .map(|()| v)
+            .map_err(ApiError::from)
+    });
+    match result {
+        Ok(v) => {
+            tracing::info!(model = %model, version = v, "version unloaded");
+            json(&serde_json::json!({"model": model, "version": v, "state": "UNLOADED"}))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn shadow(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match model_entry(&state, &model) {
+        Ok(m) => {
+            let current = m.policy.as_ref().and_then(|p| p.spec().shadow.clone());
+            json(&serde_json::json!({
+                "model": model,
+                "shadow": current,
+                "pairs": state.shadow.stats(&model),
+            }))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn rollback(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match state.repo.rollback(&model, state.config.rollback_window) {
+        Ok(policy) => {
+            tracing::warn!(model = %model, stable = policy.stable(), "rolled back");
+            json(&serde_json::json!({"policy": policy.spec(), "source": "admin"}))
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,199 @@
+//! Control-plane edits that depend on routing: installing a traffic policy,
+//! rolling back, and unloading versions only when nothing routes to them.
+//! Each edit validates against, and replaces, one snapshot under the edit
+//! lock, so a check and its effect can never interleave with another edit.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{ModelEntry, Repository, Snapshot};
+use crate::traffic::policy::{Policy, PolicySpec};
+
+/// The stable version a policy change replaced, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousStable {
+    pub version: u64,
+    pub replaced_at: SystemTime,
+}
+
+/// Why a control-plane edit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("unknown version {1} of model '{0}'")]
+    UnknownVersion(String, u64),
+    /// The policy is invalid; the old one stays in force.
+    #[error("invalid policy for model '{0}': {1}")]
+    Invalid(String, String),
+    /// The edit conflicts with what routes (409).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn model_mut<'s>(s: &'s mut Snapshot, model: &str) -> Result<&'s mut ModelEntry, PolicyError> {
+    s.models
+        .get_mut(model)
+        .map(Arc::make_mut)
+        .ok_or_else(|| PolicyError::UnknownModel(model.to_string()))
+}
+
+impl ModelEntry {
+    /// Versions that may not be unloaded now: those the policy names (or the
+    /// default version and config labels without a policy), and the previous
+    /// stable while its rollback window lasts.
+    pub fn pinned_versions(&self, rollback_window: Duration, now: SystemTime) -> Vec<u64> {
+        let mut v = match &self.policy {
+            Some(p) => p.referenced(),
+            None => self.default_version().into_iter().collect(),
+        };
+        v.extend(self.config.labels.values().copied());
+        if let Some(prev) = self.previous_stable {
+            if within(prev.replaced_at, rollback_window, now) {
+                v.push(prev.version);
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+fn within(at: SystemTime, window: Duration, now: SystemTime) -> bool {
+    now.duration_since(at).map(|d| d <= window).unwrap_or(true)
+}
+
+impl Repository {
+    /// Validates `spec` against the versions READY now and installs it in
+    /// one snapshot swap. When the stable version changes, the old one is
+    /// remembered for rollback.
+    pub fn set_policy(&self, model: &str, spec: PolicySpec) -> Result<Arc<Policy>, PolicyError> {
+        self.try_publish(|s| {
+            let m = model_mut(s, model)?;
+            let policy = Arc::new(
+                Policy::new(spec, |v| m.is_ready(v))
+                    .map_err(|e| PolicyError::Invalid(model.to_string(), e))?,
+            );
+            let old_stable = m.default_version();
+            if let Some(old) = old_stable.filter(|&old| old != policy.stable()) {
+                m.previous_stable = Some(PreviousStable {
+                    version: old,
+                    replaced_at: SystemTime::now(),
+                });
+            }
+            m.policy = Some(policy.clone());
+            Ok(policy)
+        })
+    }
+
+    /// Puts all traffic back on the previous stable version, if it was
+    /// replaced within `window` and is still READY.
+    pub fn rollback(&self, model: &str, window: Duration) -> Result<Arc<Policy>, PolicyError> {
+        self.try_publish(|s| {
+            let m = model_mut(s, model)?;
+            let prev = m.previous_stable.ok_or_else(|| {
+                PolicyError::Conflict(format!("model '{model}' has no previous stable version"))
+            })?;
+            if !within(prev.replaced_at, window, SystemTime::now()) {
+                return Err(PolicyError::Conflict(format!(
+                    "the rollback window of {}s for version {} of model '{model}' has passed",
+                    window.as_secs(),
+                    prev.version
+                )));
+            }
+            if !m.is_ready(prev.version) {
+                return Err(PolicyError::Conflict(format!(
+                    "previous stable version {} of model '{model}' is no longer READY",
+                    prev.version
+                )));
+            }
+            let current = m.default_version();
+            let mut spec = m
+                .policy
+                .as_ref()
+                .map(|p| p.spec().clone())
+                .unwrap_or_else(|| PolicySpec::pinned(prev.version));
+            spec.stable = prev.version;
+            spec.candidate = None;
+            spec.allow_list.clear();
+            spec.preview = None;
+            if spec.shadow.as_ref().is_some_and(|s| s.version == prev.version) {
+                spec.shadow = None;
+            }
+            let policy = Arc::new(
+                Policy::new(spec, |v| m.is_ready(v))
+                    .map_err(|e| PolicyError::Invalid(model.to_string(), e))?,
+            );
+            m.policy = Some(policy.clone());
+            m.previous_stable = current.map(|version| PreviousStable {
+                version,
+                replaced_at: SystemTime::now(),
+            });
+            Ok(policy)
+        })
+    }
+
+    /// Removes a version that nothing routes to. Requests already holding
+    /// its runtime finish; its workers stop when the last one does.
+    pub fn unload_version(
+        &self,
+        model: &str,
+        version: u64,
+        rollback_window: Duration,
+    ) -> Result<(), PolicyError> {
+        self.try_publish(|s| {
+            let m = model_mut(s, model)?;
+            if !m.versions.contains_key(&version) {
+                return Err(PolicyError::UnknownVersion(model.to_string(), version));
+            }
+            if m.pinned_versions(rollback_window, SystemTime::now()).contains(&version) {
+                return Err(PolicyError::Conflict(format!(
+                    "version {version} of model '{model}' is routed to (by the traffic policy, a label or the \
+                     rollback window); change the policy first"
+                )));
+            }
+            m.versions.remove(&version);
+            Ok(())
+        })
+    }
+
+    /// Removes a whole model (Triton's repository `unload`).
+    pub fn unload_model(&self, model: &str) -> Result<(), PolicyError> {
+        self.try_publish(|s| {
+            s.models
+                .remove(model)
+                .map(|_| ())
+                .ok_or_else(|| PolicyError::UnknownModel(model.to_string()))
+        })
+    }
+
+    /// One poll of the repository: loads new models and versions the version
+    /// policy selects, and unloads versions that left the disk or the
+    /// selection once nothing routes to them (blocking).
+    pub fn poll(&self, rollback_window: Duration) {
+        let names = match self.model_names() {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the model repository");
+                return;
+            }
+        };
+        for name in &names {
+            self.load_model(name);
+            let snapshot = self.snapshot();
+            let Some(m) = snapshot.models.get(name) else {
+                continue;
+            };
+            let wanted = m.config.versions.select(&self.versions_on_disk(name));
+            let pinned = m.pinned_versions(rollback_window, SystemTime::now());
+            for &v in m.versions.keys() {
+                if !wanted.contains(&v) && !pinned.contains(&v) {
+                    match self.unload_version(name, v, rollback_window) {
+                        Ok(()) => tracing::info!(model = %name, version = v, "version unloaded"),
+                        Err(e) => tracing::debug!(model = %name, version = v, error = %e, "kept"),
+                    }
+                }
+            }
+        }
+    }
+}
