@@ -4,6 +4,7 @@
 //! tensors to its `runtime`; they never touch ONNX Runtime directly.
 
 pub mod health;
+pub mod v1;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
+        .merge(v1::routes())
         .merge(v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
