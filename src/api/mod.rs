@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod health;
 pub mod repository;
+pub mod v1;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
+        .merge(v1::routes())
         .merge(v2::routes())
         .merge(repository::routes())
         .fallback(not_found)

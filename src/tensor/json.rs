@@ -1,5 +1,6 @@
 //! JSON tensor data: decoding `data` arrays (nested or flat) straight into
-//! typed buffers, and encoding buffers back as flat JSON arrays.
+//! typed buffers, and encoding buffers back as flat JSON arrays (V2) or as
+//! arrays nested in the tensor's shape (V1).
 //!
 //! Decoding walks the JSON once with a `DeserializeSeed`, so no intermediate
 //! `serde_json::Value` tree is built on the request path.
@@ -25,9 +26,28 @@ pub enum DecodeError {
     Element(String),
 }
 
+/// Protocol-specific choices about how JSON scalars are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Read the strings `"NaN"`, `"Infinity"` and `"-Infinity"` as the
+    /// non-finite values of FP16/FP32/FP64 elements (their proto3 JSON
+    /// spelling). Other element types still reject them.
+    pub nonfinite_strings: bool,
+}
+
 /// Decodes a JSON `data` value (nested in `shape` or flat) into a buffer of
 /// `dtype`, checking that the element count equals `product(shape)`.
 pub fn decode(raw: &str, dtype: DataType, shape: &[i64]) -> Result<TensorData, DecodeError> {
+    decode_with(raw, dtype, shape, DecodeOptions::default())
+}
+
+/// [`decode`] with protocol-specific options.
+pub fn decode_with(
+    raw: &str,
+    dtype: DataType,
+    shape: &[i64],
+    options: DecodeOptions,
+) -> Result<TensorData, DecodeError> {
     let want = element_count(shape).ok_or_else(|| DecodeError::BadShape {
         shape: shape_string(shape),
     })?;
@@ -37,6 +57,7 @@ pub fn decode(raw: &str, dtype: DataType, shape: &[i64]) -> Result<TensorData, D
         shape,
         leaf_depth: None,
         error: None,
+        nonfinite_strings: options.nonfinite_strings,
     };
     let result = dispatch::decode_into(&mut data, &mut walk, &mut de);
     if let Some(err) = walk.error {
@@ -61,6 +82,29 @@ pub fn tensor_from_value(
     value: &serde_json::Value,
     dtype: DataType,
 ) -> Result<super::Tensor, DecodeError> {
+    tensor_from_value_with(name, value, dtype, DecodeOptions::default())
+}
+
+/// [`tensor_from_value`] with protocol-specific options.
+pub fn tensor_from_value_with(
+    name: &str,
+    value: &serde_json::Value,
+    dtype: DataType,
+    options: DecodeOptions,
+) -> Result<super::Tensor, DecodeError> {
+    let shape = value_shape(value);
+    let data = decode_with(&value.to_string(), dtype, &shape, options)?;
+    Ok(super::Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
+
+/// The shape a nested JSON value claims, read along its first elements
+/// (`[[1, 2, 3]]` → `[1, 3]`, a scalar → `[]`). Raggedness further in is
+/// only found when the value is decoded.
+pub fn value_shape(value: &serde_json::Value) -> Vec<i64> {
     let mut shape = Vec::new();
     let mut cur = value;
     while let serde_json::Value::Array(items) = cur {
@@ -70,12 +114,7 @@ pub fn tensor_from_value(
             None => break,
         }
     }
-    let data = decode(&value.to_string(), dtype, &shape)?;
-    Ok(super::Tensor {
-        name: name.to_string(),
-        shape,
-        data,
-    })
+    shape
 }
 
 /// serde_json appends " at line L column C"; keep the message, drop positions
@@ -93,6 +132,8 @@ struct Walk<'s> {
     /// Depth of the first scalar seen: 1 means flat data, `rank` nested.
     leaf_depth: Option<usize>,
     error: Option<DecodeError>,
+    /// See [`DecodeOptions::nonfinite_strings`].
+    nonfinite_strings: bool,
 }
 
 impl Walk<'_> {
@@ -267,12 +308,20 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
         self.push(T::from_f64(v), format_args!("{v}"), T::WHAT)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if let Some(x) = T::from_str(v) {
+            return self.push(Some(x), format_args!(""), T::WHAT);
+        }
+        if self.walk.nonfinite_strings {
+            if let Some(x) = nonfinite(v) {
+                return self.push(T::from_f64(x), format_args!("{v}"), T::WHAT);
+            }
+        }
         let shown = if v.len() > 32 {
             &v[..v.floor_char_boundary(32)]
         } else {
             v
         };
-        self.push(T::from_str(v), format_args!("{shown:?}"), T::WHAT)
+        self.push(None, format_args!("{shown:?}"), T::WHAT)
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.push(None, format_args!("null"), T::WHAT)
@@ -293,6 +342,16 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
             len += 1;
         }
         self.walk.array_end(self.depth, len).map_err(de::Error::custom)
+    }
+}
+
+/// The non-finite float a proto3 JSON string names.
+fn nonfinite(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
     }
 }
 
@@ -369,6 +428,125 @@ impl Serialize for FlatJson<'_> {
     }
 }
 
+/// How [`write_nested`] writes NaN and ±infinity, which JSON cannot express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinite {
+    /// `null`, as serde_json does.
+    Null,
+    /// The bare tokens `NaN`, `Infinity`, `-Infinity`, as TF Serving (and
+    /// JavaScript, Python's `json`, proto3 parsers) read them.
+    Tokens,
+}
+
+/// One element written as JSON.
+trait WriteElement {
+    fn write(&self, out: &mut Vec<u8>, nonfinite: NonFinite);
+}
+
+/// Appends a JSON scalar; serialising a scalar into a `Vec` cannot fail.
+fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("a JSON scalar serialises into a Vec");
+}
+
+macro_rules! plain_element {
+    ($($t:ty),*) => {$(
+        impl WriteElement for $t {
+            fn write(&self, out: &mut Vec<u8>, _: NonFinite) {
+                put(out, self);
+            }
+        }
+    )*};
+}
+plain_element!(bool, u8, u16, u32, u64, i8, i16, i32, i64);
+
+macro_rules! float_write {
+    ($($t:ty),*) => {$(
+        impl WriteElement for $t {
+            fn write(&self, out: &mut Vec<u8>, nonfinite: NonFinite) {
+                if self.is_finite() || nonfinite == NonFinite::Null {
+                    put(out, self);
+                } else if self.is_nan() {
+                    out.extend_from_slice(b"NaN");
+                } else if *self > 0.0 {
+                    out.extend_from_slice(b"Infinity");
+                } else {
+                    out.extend_from_slice(b"-Infinity");
+                }
+            }
+        }
+    )*};
+}
+float_write!(f32, f64);
+
+impl WriteElement for f16 {
+    fn write(&self, out: &mut Vec<u8>, nonfinite: NonFinite) {
+        self.to_f32().write(out, nonfinite);
+    }
+}
+
+impl WriteElement for Vec<u8> {
+    fn write(&self, out: &mut Vec<u8>, _: NonFinite) {
+        put(out, &String::from_utf8_lossy(self));
+    }
+}
+
+/// Appends the `product(shape)` elements of `data` that start at element
+/// `start`, as JSON arrays nested in `shape` (a bare scalar for `[]`).
+/// Fails when `data` holds too few elements or a dimension is negative.
+pub fn write_nested(
+    out: &mut Vec<u8>,
+    data: &TensorData,
+    shape: &[i64],
+    start: usize,
+    nonfinite: NonFinite,
+) -> Result<(), DecodeError> {
+    let count = element_count(shape).ok_or_else(|| DecodeError::BadShape {
+        shape: shape_string(shape),
+    })?;
+    let len = data.len();
+    if start.checked_add(count).is_none_or(|end| end > len) {
+        return Err(DecodeError::Count {
+            got: len.saturating_sub(start),
+            want: count,
+            shape: shape_string(shape),
+        });
+    }
+    fn nested<T: WriteElement>(out: &mut Vec<u8>, v: &[T], shape: &[i64], nonfinite: NonFinite) {
+        match shape.split_first() {
+            None => v[0].write(out, nonfinite),
+            Some((&dim, rest)) => {
+                // element_count(shape) succeeded, so every dimension is >= 0.
+                let stride = element_count(rest).unwrap_or(0);
+                out.push(b'[');
+                for i in 0..dim as usize {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    nested(out, &v[i * stride..(i + 1) * stride], rest, nonfinite);
+                }
+                out.push(b']');
+            }
+        }
+    }
+    let range = start..start + count;
+    match data {
+        TensorData::Bool(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Uint8(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Uint16(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Uint32(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Uint64(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Int8(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Int16(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Int32(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Int64(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Fp16(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Fp32(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Fp64(v) => nested(out, &v[range], shape, nonfinite),
+        TensorData::Bytes(v) => nested(out, &v[range], shape, nonfinite),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +612,94 @@ mod tests {
     fn encodes_flat() {
         let s = serde_json::to_string(&FlatJson(&TensorData::Fp16(vec![f16::from_f32(1.5)]))).unwrap();
         assert_eq!(s, "[1.5]");
+    }
+
+    #[test]
+    fn nonfinite_strings_are_read_only_when_asked_and_only_for_floats() {
+        let lenient = DecodeOptions {
+            nonfinite_strings: true,
+        };
+        let raw = r#"["NaN", "Infinity", "-Infinity", 1.5]"#;
+        assert!(decode(raw, DataType::Fp32, &[4]).is_err(), "strict by default");
+        match decode_with(raw, DataType::Fp32, &[4], lenient).unwrap() {
+            TensorData::Fp32(v) => {
+                assert!(v[0].is_nan());
+                assert_eq!(&v[1..], &[f32::INFINITY, f32::NEG_INFINITY, 1.5]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_with(raw, DataType::Fp64, &[4], lenient).unwrap() {
+            TensorData::Fp64(v) => assert!(v[0].is_nan() && v[1] == f64::INFINITY),
+            other => panic!("{other:?}"),
+        }
+        match decode_with(r#"["-Infinity"]"#, DataType::Fp16, &[1], lenient).unwrap() {
+            TensorData::Fp16(v) => assert_eq!(v[0], f16::NEG_INFINITY),
+            other => panic!("{other:?}"),
+        }
+        let err = decode_with(r#"["NaN"]"#, DataType::Int32, &[1], lenient).unwrap_err();
+        assert_eq!(err.to_string(), "element NaN is not a valid INT32");
+        assert!(decode_with(r#"["nan"]"#, DataType::Fp32, &[1], lenient).is_err());
+        // BYTES keeps strings as they are
+        assert_eq!(
+            decode_with(r#"["NaN"]"#, DataType::Bytes, &[1], lenient).unwrap(),
+            TensorData::Bytes(vec![b"NaN".to_vec()])
+        );
+    }
+
+    #[test]
+    fn serde_json_refuses_overflowing_literals() {
+        // Why non-finite tokens are not rewritten to 1e999: serde_json
+        // rejects numbers that overflow f64 instead of reading infinity.
+        assert!(serde_json::from_str::<f64>("1e999").is_err());
+    }
+
+    #[test]
+    fn value_shapes_follow_first_elements() {
+        let v: serde_json::Value = serde_json::from_str("[[1, 2, 3], [4, 5, 6]]").unwrap();
+        assert_eq!(value_shape(&v), vec![2, 3]);
+        assert_eq!(value_shape(&serde_json::json!(7)), Vec::<i64>::new());
+        assert_eq!(value_shape(&serde_json::json!([])), vec![0]);
+        let t = tensor_from_value("x", &v, DataType::Int64).unwrap();
+        assert_eq!(t.shape, vec![2, 3]);
+    }
+
+    fn nested_string(data: &TensorData, shape: &[i64], start: usize, nf: NonFinite) -> String {
+        let mut out = Vec::new();
+        write_nested(&mut out, data, shape, start, nf).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn writes_nested_in_the_shape() {
+        let d = TensorData::Fp32(vec![1.0, 2.5, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            nested_string(&d, &[2, 3], 0, NonFinite::Null),
+            "[[1.0,2.5,3.0],[4.0,5.0,6.0]]"
+        );
+        assert_eq!(nested_string(&d, &[3], 3, NonFinite::Null), "[4.0,5.0,6.0]");
+        assert_eq!(nested_string(&d, &[], 1, NonFinite::Null), "2.5");
+        assert_eq!(nested_string(&d, &[2, 0], 0, NonFinite::Null), "[[],[]]");
+        let i = TensorData::Int64(vec![7, -1]);
+        assert_eq!(nested_string(&i, &[2, 1], 0, NonFinite::Null), "[[7],[-1]]");
+        let b = TensorData::Bytes(vec![b"a\"".to_vec()]);
+        assert_eq!(nested_string(&b, &[1], 0, NonFinite::Null), r#"["a\""]"#);
+        let mut out = Vec::new();
+        assert!(write_nested(&mut out, &d, &[2, 3], 1, NonFinite::Null).is_err());
+        assert!(write_nested(&mut out, &d, &[-1, 3], 0, NonFinite::Null).is_err());
+    }
+
+    #[test]
+    fn nonfinite_floats_are_null_or_tokens() {
+        let d = TensorData::Fp64(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.5]);
+        assert_eq!(
+            nested_string(&d, &[4], 0, NonFinite::Null),
+            "[null,null,null,0.5]"
+        );
+        assert_eq!(
+            nested_string(&d, &[4], 0, NonFinite::Tokens),
+            "[NaN,Infinity,-Infinity,0.5]"
+        );
+        let h = TensorData::Fp16(vec![f16::NAN]);
+        assert_eq!(nested_string(&h, &[1], 0, NonFinite::Tokens), "[NaN]");
     }
 }
