@@ -11,6 +11,7 @@ pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -154,6 +155,38 @@ pub fn mirror(
             primary: outputs.to_vec(),
             request_id: request_id.unwrap_or_default(),
         });
+    }
+}
+
+/// The protocol a request came in on (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V1,
+    V2,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::V1 => "v1",
+            Protocol::V2 => "v2",
+        }
+    }
+}
+
+/// Records the outcome of one predict request that reached a version: the
+/// version's analysis window (what rollouts compare) and the metrics.
+pub fn observe(
+    _state: &AppState,
+    target: &Target,
+    _protocol: Protocol,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    // Client errors (4xx) say nothing about the version; 5xx count against it.
+    if !status.is_client_error() {
+        target.runtime.window().record(!status.is_server_error(), elapsed);
     }
 }
 

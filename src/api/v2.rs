@@ -204,6 +204,7 @@ async fn run_infer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let caller = super::caller(state, headers);
     let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
         Ok(t) => t,
@@ -218,6 +219,13 @@ async fn run_infer(
         Err(e) => e.into_response(),
     };
     super::route_headers(&mut resp, &target);
+    super::observe(
+        state,
+        &target,
+        super::Protocol::V2,
+        resp.status(),
+        started.elapsed(),
+    );
     resp
 }
 

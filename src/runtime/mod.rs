@@ -12,6 +12,7 @@ mod batcher;
 pub mod onnx;
 mod signature;
 pub mod stats;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 
 pub use signature::{Signature, TensorSpec};
 pub use stats::VersionStats;
+pub use window::Window;
 
 use crate::tensor::Tensor;
 
@@ -91,6 +93,7 @@ pub struct VersionRuntime {
     queue: Sender<Job>,
     config: ExecutionConfig,
     stats: Arc<VersionStats>,
+    window: Window,
 }
 
 impl VersionRuntime {
@@ -127,6 +130,7 @@ impl VersionRuntime {
             queue: tx,
             config,
             stats,
+            window: Window::default(),
         })
     }
 
@@ -143,6 +147,11 @@ impl VersionRuntime {
     /// Counters for the statistics extension and analysis.
     pub fn stats(&self) -> &Arc<VersionStats> {
         &self.stats
+    }
+
+    /// Recent outcomes as clients saw them, for rollout analysis.
+    pub fn window(&self) -> &Window {
+        &self.window
     }
 
     /// Requests waiting in the queue now.

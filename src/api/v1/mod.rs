@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -369,26 +369,47 @@ async fn metadata_labelled(
 async fn post_model(
     State(state): State<Arc<AppState>>,
     uri: Uri,
+    headers: HeaderMap,
     Path(segment): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (model, verb) = split_verb(&segment);
-    post(&state, model, Ok(VersionSelector::Default), verb, &uri, body).await
+    post(
+        &state,
+        model,
+        Ok(VersionSelector::Default),
+        verb,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn post_versioned(
     State(state): State<Arc<AppState>>,
     uri: Uri,
+    headers: HeaderMap,
     Path((model, segment)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (version, verb) = split_verb(&segment);
-    post(&state, &model, parse_version(&model, version), verb, &uri, body).await
+    post(
+        &state,
+        &model,
+        parse_version(&model, version),
+        verb,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn post_labelled(
     State(state): State<Arc<AppState>>,
     uri: Uri,
+    headers: HeaderMap,
     Path((model, segment)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -399,6 +420,7 @@ async fn post_labelled(
         Ok(VersionSelector::Label(label)),
         verb,
         &uri,
+        &headers,
         body,
     )
     .await
@@ -411,6 +433,7 @@ async fn post(
     selector: Result<VersionSelector<'_>, ApiError>,
     verb: Option<Verb<'_>>,
     uri: &Uri,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match verb {
@@ -441,7 +464,7 @@ async fn post(
             ),
         ),
         Some(Verb::Predict) => match selector {
-            Ok(selector) => run_predict(state, model, selector, body).await,
+            Ok(selector) => run_predict(state, model, selector, headers, body).await,
             Err(e) => e.into_response(),
         },
     }
@@ -451,32 +474,49 @@ async fn run_predict(
     state: &AppState,
     model: &str,
     selector: VersionSelector<'_>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let target = match traffic::resolve(&state.repo.snapshot(), model, selector) {
+    let started = std::time::Instant::now();
+    let caller = super::caller(state, headers);
+    let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
         Ok(t) => t,
         Err(e) => return route_error(e).into_response(),
     };
     let result = match body_bytes(body, state.config.body_limit) {
-        Ok(body) => predict_json(&target, &body).await,
+        Ok(body) => predict_json(state, &target, &body, headers).await,
         Err(e) => Err(e),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    let headers = resp.headers_mut();
-    headers.insert("x-model-version", HeaderValue::from(target.version));
-    headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    super::route_headers(&mut resp, &target);
+    super::observe(
+        state,
+        &target,
+        super::Protocol::V1,
+        resp.status(),
+        started.elapsed(),
+    );
     resp
 }
 
 /// Decodes a predict body, runs it on `target`, encodes the answer.
-async fn predict_json(target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+async fn predict_json(
+    state: &AppState,
+    target: &Target,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let model = target.model.name.as_str();
     let request = predict::decode_request(body, target.runtime.signature(), model)?;
+    let mirror = target.shadow.as_ref().map(|_| request.inputs.clone());
     let outputs = target
         .runtime
         .infer(request.inputs, None)
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
+    if let Some(inputs) = mirror {
+        super::mirror(state, target, inputs, &outputs, super::request_id(headers));
+    }
     let body = predict::encode_response(request.format, &outputs, model)?;
     Ok(json_response(body))
 }
