@@ -22,7 +22,7 @@ use crate::tensor::{DataType, Tensor};
 use crate::traffic::{self, Target, VersionSelector};
 
 /// Extensions of the Triton/KServe protocol this server implements.
-pub const EXTENSIONS: &[&str] = &["model_repository"];
+pub const EXTENSIONS: &[&str] = &["model_repository", "statistics"];
 
 /// The V2 routes.
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -46,6 +46,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_versioned),
         )
+        .merge(super::stats::routes())
 }
 
 async fn server_metadata() -> Response {
