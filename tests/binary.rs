@@ -24,7 +24,13 @@ struct Answer {
 
 /// POSTs a JSON header followed by `binary` (with the framing header unless
 /// `header_len` overrides it) and splits the answer.
-async fn post_binary(s: &TestServer, path: &str, json: &Value, binary: &[u8], header_len: Option<&str>) -> Answer {
+async fn post_binary(
+    s: &TestServer,
+    path: &str,
+    json: &Value,
+    binary: &[u8],
+    header_len: Option<&str>,
+) -> Answer {
     let header = json.to_string().into_bytes();
     let len = header_len.map_or_else(|| header.len().to_string(), str::to_string);
     let mut body = header;
@@ -76,7 +82,10 @@ fn sample(dtype: &str) -> (Value, Vec<u8>) {
         }};
     }
     match dtype {
-        "BOOL" => (json!([true, false, true, true, false, false]), vec![1, 0, 1, 1, 0, 0]),
+        "BOOL" => (
+            json!([true, false, true, true, false, false]),
+            vec![1, 0, 1, 1, 0, 0],
+        ),
         "UINT8" => le!(0u8, 1, 2, 127, 128, 255),
         "UINT16" => le!(0u16, 1, 256, 4096, 65534, u16::MAX),
         "UINT32" => le!(0u32, 1, 1 << 16, 1 << 24, 7, u32::MAX),
@@ -141,7 +150,10 @@ async fn every_datatype_round_trips_in_binary() {
     let (st, meta) = s.get("/v2").await;
     assert_eq!(st, 200);
     assert!(
-        meta["extensions"].as_array().unwrap().contains(&json!("binary_tensor_data")),
+        meta["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("binary_tensor_data")),
         "{meta}"
     );
 
@@ -162,7 +174,10 @@ async fn every_datatype_round_trips_in_binary() {
         assert_eq!(out["name"], "y", "{dtype}");
         assert_eq!(out["datatype"], dtype);
         assert_eq!(out["shape"], json!([2, 3]));
-        assert!(out.get("data").is_none(), "{dtype}: binary output also has data: {out}");
+        assert!(
+            out.get("data").is_none(),
+            "{dtype}: binary output also has data: {out}"
+        );
         assert_eq!(out["parameters"]["binary_data_size"], bytes.len(), "{dtype}");
         assert_eq!(a.binary, bytes, "{dtype}: identity must give back the same bytes");
 
@@ -182,7 +197,10 @@ async fn every_datatype_round_trips_in_binary() {
         let a = split_answer(resp).await;
         assert_eq!(a.status, 200, "{dtype}: {}", a.json);
         assert_eq!(a.binary, bytes, "{dtype}: JSON in, binary out");
-        assert_eq!(a.json["outputs"][0]["parameters"]["binary_data_size"], bytes.len());
+        assert_eq!(
+            a.json["outputs"][0]["parameters"]["binary_data_size"],
+            bytes.len()
+        );
     }
     s.stop().await;
 }
@@ -259,7 +277,10 @@ async fn malformed_framing_is_a_400_and_the_server_keeps_serving() {
     let repo = identity_repo();
     let s = TestServer::start(repo.path()).await;
     let fp32 = "/v2/models/identity_fp32/infer";
-    let four: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let four: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let input = |size: usize| {
         json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
                            "parameters": {"binary_data_size": size}}]})
@@ -267,45 +288,124 @@ async fn malformed_framing_is_a_400_and_the_server_keeps_serving() {
 
     // (what, path, JSON header, binary section, header override, text the error must contain)
     let cases: Vec<(&str, &str, Value, Vec<u8>, Option<&str>, &str)> = vec![
-        ("header longer than the body", fp32, input(16), four.clone(), Some("100000"), "exceeds the body length"),
-        ("non-numeric header", fp32, input(16), four.clone(), Some("abc"), "Inference-Header-Content-Length"),
-        ("negative header", fp32, input(16), four.clone(), Some("-5"), "Inference-Header-Content-Length"),
-        ("sizes exceed the binary section", fp32, input(20), four.clone(), None, "add up to 20 bytes but 16"),
-        ("bytes left over", fp32, input(12), four.clone(), None, "add up to 12 bytes but 16"),
-        ("binary data without binary inputs", fp32,
-         json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}),
-         four.clone(), None, "add up to 0 bytes"),
-        ("size not a multiple of the element size", fp32, input(6), four[..6].to_vec(), None, "not a multiple"),
-        ("size does not match the shape", fp32,
-         json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+        (
+            "header longer than the body",
+            fp32,
+            input(16),
+            four.clone(),
+            Some("100000"),
+            "exceeds the body length",
+        ),
+        (
+            "non-numeric header",
+            fp32,
+            input(16),
+            four.clone(),
+            Some("abc"),
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "negative header",
+            fp32,
+            input(16),
+            four.clone(),
+            Some("-5"),
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "sizes exceed the binary section",
+            fp32,
+            input(20),
+            four.clone(),
+            None,
+            "add up to 20 bytes but 16",
+        ),
+        (
+            "bytes left over",
+            fp32,
+            input(12),
+            four.clone(),
+            None,
+            "add up to 12 bytes but 16",
+        ),
+        (
+            "binary data without binary inputs",
+            fp32,
+            json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}),
+            four.clone(),
+            None,
+            "add up to 0 bytes",
+        ),
+        (
+            "size not a multiple of the element size",
+            fp32,
+            input(6),
+            four[..6].to_vec(),
+            None,
+            "not a multiple",
+        ),
+        (
+            "size does not match the shape",
+            fp32,
+            json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
                             "parameters": {"binary_data_size": 16}}]}),
-         four.clone(), None, "needs 3"),
-        ("BYTES prefix past its buffer", "/v2/models/identity_string/infer",
-         json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES",
+            four.clone(),
+            None,
+            "needs 3",
+        ),
+        (
+            "BYTES prefix past its buffer",
+            "/v2/models/identity_string/infer",
+            json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES",
                             "parameters": {"binary_data_size": 6}}]}),
-         vec![9, 0, 0, 0, b'h', b'i'], None, "runs past the end"),
-        ("binary_data_size and data", fp32,
-         json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4],
+            vec![9, 0, 0, 0, b'h', b'i'],
+            None,
+            "runs past the end",
+        ),
+        (
+            "binary_data_size and data",
+            fp32,
+            json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4],
                             "parameters": {"binary_data_size": 16}}]}),
-         four.clone(), None, "both"),
-        ("binary_data_size not an integer", fp32,
-         json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+            four.clone(),
+            None,
+            "both",
+        ),
+        (
+            "binary_data_size not an integer",
+            fp32,
+            json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
                             "parameters": {"binary_data_size": "16"}}]}),
-         four.clone(), None, "non-negative integer"),
-        ("binary_data not a boolean", fp32,
-         json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+            four.clone(),
+            None,
+            "non-negative integer",
+        ),
+        (
+            "binary_data not a boolean",
+            fp32,
+            json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
                 "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]}),
-         vec![], None, "must be a boolean"),
-        ("BOOL byte other than 0 or 1", "/v2/models/identity_bool/infer",
-         json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL",
+            vec![],
+            None,
+            "must be a boolean",
+        ),
+        (
+            "BOOL byte other than 0 or 1",
+            "/v2/models/identity_bool/infer",
+            json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL",
                             "parameters": {"binary_data_size": 2}}]}),
-         vec![1, 7], None, "expected 0 or 1"),
+            vec![1, 7],
+            None,
+            "expected 0 or 1",
+        ),
     ];
     for (what, path, header, binary, header_len, needle) in cases {
         let a = post_binary(&s, path, &header, &binary, header_len).await;
         assert_eq!(a.status, 400, "{what}: {}", a.json);
         assert_eq!(a.content_type, "application/json", "{what}");
-        let msg = a.json["error"].as_str().unwrap_or_else(|| panic!("{what}: {}", a.json));
+        let msg = a.json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {}", a.json));
         assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
     }
 
@@ -317,7 +417,13 @@ async fn malformed_framing_is_a_400_and_the_server_keeps_serving() {
     // binary_data_size but no header and no bytes
     let (st, err) = s.post(fp32, &input(16)).await;
     assert_eq!(st, 400, "{err}");
-    assert!(err["error"].as_str().unwrap().contains("no Inference-Header-Content-Length"), "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("no Inference-Header-Content-Length"),
+        "{err}"
+    );
     // raw binary requests (header length 0) are not supported
     let a = post_binary(&s, fp32, &json!({}), &four, Some("0")).await;
     assert_eq!(a.status, 501, "{}", a.json);

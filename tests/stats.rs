@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 /// The one model stat of `model` version `version`.
 async fn stat(s: &TestServer, model: &str, version: &str) -> Value {
-    let (st, body) = s.get(&format!("/v2/models/{model}/versions/{version}/stats")).await;
+    let (st, body) = s
+        .get(&format!("/v2/models/{model}/versions/{version}/stats"))
+        .await;
     assert_eq!(st, 200, "{body}");
     let list = body["model_stats"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{body}");
@@ -20,7 +22,8 @@ fn num(v: &Value, path: &str) -> u64 {
     for key in path.split('.') {
         cur = &cur[key];
     }
-    cur.as_u64().unwrap_or_else(|| panic!("{path} is not a count in {v}"))
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("{path} is not a count in {v}"))
 }
 
 /// `batch_stats` entry for `batch_size` (count of runs, or 0 when absent).
@@ -39,7 +42,13 @@ async fn counts_follow_the_requests_sent() {
     repo.add_fixture("digits_faulty", "digits_faulty");
     let s = TestServer::start(repo.path()).await;
     let (_, meta) = s.get("/v2").await;
-    assert!(meta["extensions"].as_array().unwrap().contains(&json!("statistics")), "{meta}");
+    assert!(
+        meta["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("statistics")),
+        "{meta}"
+    );
 
     // the shape, exactly as Triton's extension_statistics.md gives it
     let before = stat(&s, "digits", "1").await;
@@ -129,7 +138,10 @@ async fn counts_follow_the_requests_sent() {
         .unwrap()
         .as_millis() as u64;
     let last = num(&after, "last_inference");
-    assert!(last <= now_ms && now_ms - last < 60_000, "last_inference {last} vs now {now_ms}");
+    assert!(
+        last <= now_ms && now_ms - last < 60_000,
+        "last_inference {last} vs now {now_ms}"
+    );
 
     // version 2 saw none of it; the label names version 1
     let v2 = stat(&s, "digits", "2").await;
@@ -142,7 +154,9 @@ async fn counts_follow_the_requests_sent() {
     let f0 = stat(&s, "digits_faulty", "1").await;
     let mut row = samples[0].0.clone();
     row[10] = 101.0;
-    let (st, body) = s.post("/v2/models/digits_faulty/infer", &digits_request(&[row])).await;
+    let (st, body) = s
+        .post("/v2/models/digits_faulty/infer", &digits_request(&[row]))
+        .await;
     assert_eq!(st, 500, "{body}");
     let (st, body) = s.post("/v2/models/digits_faulty/infer", &one).await;
     assert_eq!(st, 200, "{body}");
@@ -160,14 +174,15 @@ async fn counts_follow_the_requests_sent() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["name"].as_str().unwrap().into(), m["version"].as_str().unwrap().into()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().into(),
+                m["version"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let want = [("digits", "1"), ("digits", "2"), ("digits_faulty", "1")];
-    assert_eq!(
-        names,
-        want.map(|(a, b)| (a.to_string(), b.to_string())),
-        "{all}"
-    );
+    assert_eq!(names, want.map(|(a, b)| (a.to_string(), b.to_string())), "{all}");
     let (st, digits) = s.get("/v2/models/digits/stats").await;
     assert_eq!(st, 200);
     assert_eq!(digits["model_stats"].as_array().unwrap().len(), 2, "{digits}");

@@ -122,8 +122,11 @@ fn model_stat<'a>(name: &'a str, version: u64, stats: &VersionStats) -> ModelSta
 
 /// Stats of every READY version of `m`, oldest version first.
 fn ready_stats(m: &ModelEntry) -> impl Iterator<Item = ModelStat<'_>> {
-    m.ready_versions()
-        .filter_map(|v| v.runtime.as_ref().map(|r| model_stat(&m.name, v.number, r.stats())))
+    m.ready_versions().filter_map(|v| {
+        v.runtime
+            .as_ref()
+            .map(|r| model_stat(&m.name, v.number, r.stats()))
+    })
 }
 
 async fn all_models(State(state): State<Arc<AppState>>) -> Response {

@@ -329,8 +329,13 @@ struct Selected {
 
 /// The outputs to return (those requested, else all) and how: an output's
 /// `binary_data` wins over the request's `binary_data_output`.
-fn select_outputs(signature: &Signature, request: &InferRequest<'_>, model: &str) -> Result<Vec<Selected>, ApiError> {
-    let all_binary = bool_param(request.parameters.as_ref(), "binary_data_output", "the request")?.unwrap_or(false);
+fn select_outputs(
+    signature: &Signature,
+    request: &InferRequest<'_>,
+    model: &str,
+) -> Result<Vec<Selected>, ApiError> {
+    let all_binary =
+        bool_param(request.parameters.as_ref(), "binary_data_output", "the request")?.unwrap_or(false);
     match request.outputs.as_deref() {
         None => Ok((0..signature.outputs.len())
             .map(|index| Selected {
@@ -428,10 +433,7 @@ fn decode_inputs(inputs: &[InputTensor<'_>], binary: Option<&[u8]>) -> Result<Ve
 fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let dtype = DataType::from_name(&input.datatype).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "input '{name}': unknown datatype '{}'",
-            input.datatype
-        ))
+        ApiError::BadRequest(format!("input '{name}': unknown datatype '{}'", input.datatype))
     })?;
     let data = match (input.data, binary) {
         (Some(_), Some(_)) => {
@@ -470,7 +472,12 @@ fn encode_response<'a>(
         let (parameters, data) = if s.binary {
             binary_outputs.push(&t.data);
             let size = binary::encoded_len(&t.data);
-            (Some(OutputParameters { binary_data_size: size }), None)
+            (
+                Some(OutputParameters {
+                    binary_data_size: size,
+                }),
+                None,
+            )
         } else {
             (None, Some(FlatJson(&t.data)))
         };

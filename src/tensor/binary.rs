@@ -19,7 +19,11 @@ pub enum BinaryError {
     #[error("shape {shape} is invalid")]
     BadShape { shape: String },
     #[error("binary_data_size {size} is not a multiple of the {dtype} element size {width}")]
-    NotMultiple { size: usize, dtype: DataType, width: usize },
+    NotMultiple {
+        size: usize,
+        dtype: DataType,
+        width: usize,
+    },
     #[error("binary_data_size {size} holds {got} {dtype} elements but shape {shape} needs {want}")]
     Count {
         size: usize,
@@ -337,8 +341,14 @@ mod tests {
 
     #[test]
     fn empty_tensors_are_fine() {
-        assert_eq!(decode(&[], DataType::Fp32, &[0, 4]).unwrap(), TensorData::Fp32(vec![]));
-        assert_eq!(decode(&[], DataType::Bytes, &[0]).unwrap(), TensorData::Bytes(vec![]));
+        assert_eq!(
+            decode(&[], DataType::Fp32, &[0, 4]).unwrap(),
+            TensorData::Fp32(vec![])
+        );
+        assert_eq!(
+            decode(&[], DataType::Bytes, &[0]).unwrap(),
+            TensorData::Bytes(vec![])
+        );
         let mut buf = Vec::new();
         encode(&TensorData::Bytes(vec![]), &mut buf);
         assert!(buf.is_empty());
