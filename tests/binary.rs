@@ -272,6 +272,17 @@ async fn json_and_binary_inputs_mix_and_outputs_choose_their_encoding() {
     s.stop().await;
 }
 
+/// A malformed request and the text its 400 must contain.
+struct Case {
+    what: &'static str,
+    path: &'static str,
+    header: Value,
+    binary: Vec<u8>,
+    /// Overrides `Inference-Header-Content-Length` (else the JSON's length).
+    header_len: Option<&'static str>,
+    needle: &'static str,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_framing_is_a_400_and_the_server_keeps_serving() {
     let repo = identity_repo();
@@ -286,127 +297,119 @@ async fn malformed_framing_is_a_400_and_the_server_keeps_serving() {
                            "parameters": {"binary_data_size": size}}]})
     };
 
-    // (what, path, JSON header, binary section, header override, text the error must contain)
-    let cases: Vec<(&str, &str, Value, Vec<u8>, Option<&str>, &str)> = vec![
-        (
-            "header longer than the body",
-            fp32,
-            input(16),
-            four.clone(),
-            Some("100000"),
-            "exceeds the body length",
-        ),
-        (
-            "non-numeric header",
-            fp32,
-            input(16),
-            four.clone(),
-            Some("abc"),
-            "Inference-Header-Content-Length",
-        ),
-        (
-            "negative header",
-            fp32,
-            input(16),
-            four.clone(),
-            Some("-5"),
-            "Inference-Header-Content-Length",
-        ),
-        (
+    let fp32_case = |what, header, binary: &[u8], needle| Case {
+        what,
+        path: fp32,
+        header,
+        binary: binary.to_vec(),
+        header_len: None,
+        needle,
+    };
+    let cases = [
+        Case {
+            header_len: Some("100000"),
+            ..fp32_case(
+                "header longer than the body",
+                input(16),
+                &four,
+                "exceeds the body length",
+            )
+        },
+        Case {
+            header_len: Some("abc"),
+            ..fp32_case(
+                "non-numeric header",
+                input(16),
+                &four,
+                "Inference-Header-Content-Length",
+            )
+        },
+        Case {
+            header_len: Some("-5"),
+            ..fp32_case(
+                "negative header",
+                input(16),
+                &four,
+                "Inference-Header-Content-Length",
+            )
+        },
+        fp32_case(
             "sizes exceed the binary section",
-            fp32,
             input(20),
-            four.clone(),
-            None,
+            &four,
             "add up to 20 bytes but 16",
         ),
-        (
-            "bytes left over",
-            fp32,
-            input(12),
-            four.clone(),
-            None,
-            "add up to 12 bytes but 16",
-        ),
-        (
+        fp32_case("bytes left over", input(12), &four, "add up to 12 bytes but 16"),
+        fp32_case(
             "binary data without binary inputs",
-            fp32,
             json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}),
-            four.clone(),
-            None,
+            &four,
             "add up to 0 bytes",
         ),
-        (
+        fp32_case(
             "size not a multiple of the element size",
-            fp32,
             input(6),
-            four[..6].to_vec(),
-            None,
+            &four[..6],
             "not a multiple",
         ),
-        (
+        fp32_case(
             "size does not match the shape",
-            fp32,
             json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
-                            "parameters": {"binary_data_size": 16}}]}),
-            four.clone(),
-            None,
+                               "parameters": {"binary_data_size": 16}}]}),
+            &four,
             "needs 3",
         ),
-        (
-            "BYTES prefix past its buffer",
-            "/v2/models/identity_string/infer",
-            json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES",
-                            "parameters": {"binary_data_size": 6}}]}),
-            vec![9, 0, 0, 0, b'h', b'i'],
-            None,
-            "runs past the end",
-        ),
-        (
+        Case {
+            path: "/v2/models/identity_string/infer",
+            ..fp32_case(
+                "BYTES prefix past its buffer",
+                json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": 6}}]}),
+                &[9, 0, 0, 0, b'h', b'i'],
+                "runs past the end",
+            )
+        },
+        fp32_case(
             "binary_data_size and data",
-            fp32,
             json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4],
-                            "parameters": {"binary_data_size": 16}}]}),
-            four.clone(),
-            None,
+                               "parameters": {"binary_data_size": 16}}]}),
+            &four,
             "both",
         ),
-        (
+        fp32_case(
             "binary_data_size not an integer",
-            fp32,
             json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
-                            "parameters": {"binary_data_size": "16"}}]}),
-            four.clone(),
-            None,
+                               "parameters": {"binary_data_size": "16"}}]}),
+            &four,
             "non-negative integer",
         ),
-        (
+        fp32_case(
             "binary_data not a boolean",
-            fp32,
             json!({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
-                "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]}),
-            vec![],
-            None,
+                   "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]}),
+            &[],
             "must be a boolean",
         ),
-        (
-            "BOOL byte other than 0 or 1",
-            "/v2/models/identity_bool/infer",
-            json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL",
-                            "parameters": {"binary_data_size": 2}}]}),
-            vec![1, 7],
-            None,
-            "expected 0 or 1",
-        ),
+        Case {
+            path: "/v2/models/identity_bool/infer",
+            ..fp32_case(
+                "BOOL byte other than 0 or 1",
+                json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL",
+                                   "parameters": {"binary_data_size": 2}}]}),
+                &[1, 7],
+                "expected 0 or 1",
+            )
+        },
     ];
-    for (what, path, header, binary, header_len, needle) in cases {
-        let a = post_binary(&s, path, &header, &binary, header_len).await;
+    for c in cases {
+        let what = c.what;
+        let a = post_binary(&s, c.path, &c.header, &c.binary, c.header_len).await;
         assert_eq!(a.status, 400, "{what}: {}", a.json);
         assert_eq!(a.content_type, "application/json", "{what}");
         let msg = a.json["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{what}: {}", a.json));
-        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+        assert!(msg.contains(c.needle), "{what}: {msg:?} lacks {:?}", c.needle);
     }
 
     // binary bytes without the framing header: the JSON parser sees garbage

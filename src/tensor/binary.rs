@@ -59,7 +59,7 @@ pub fn decode(bytes: &[u8], dtype: DataType, shape: &[i64]) -> Result<TensorData
     let size = bytes.len();
     let data = match dtype.fixed_size() {
         Some(width) => {
-            if size % width != 0 {
+            if !size.is_multiple_of(width) {
                 return Err(BinaryError::NotMultiple { size, dtype, width });
             }
             let got = size / width;
