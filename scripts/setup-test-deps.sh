@@ -1,5 +1,31 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs besides Rust, idempotently.
+# Installs what the test suite needs besides Rust, idempotently:
+# - .venv/test: a Python venv with the stock clients of tests/clients/requirements.txt
+#   (tritonclient, kserve), used by tests/clients.rs. The venv is rebuilt when
+#   requirements.txt changes (its sha256 is stamped inside the venv).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv/test
+REQUIREMENTS=tests/clients/requirements.txt
+STAMP=$VENV/.requirements.sha256
+
+want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+
+command -v "$PYTHON" >/dev/null || { echo "setup-test-deps: $PYTHON is needed for the stock-client tests" >&2; exit 1; }
+echo "setup-test-deps: building $VENV from $REQUIREMENTS" >&2
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"; then
+  rm -rf "$VENV"   # never leave a half-built venv that looks usable
+  echo "setup-test-deps: installing $REQUIREMENTS failed" >&2
+  exit 1
+fi
+"$VENV/bin/python" -c "import tritonclient.http, kserve, numpy" || { rm -rf "$VENV"; exit 1; }
+echo "$want" > "$STAMP"
+echo "setup-test-deps: $VENV is ready" >&2

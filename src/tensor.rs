@@ -4,6 +4,7 @@
 //! [`DataType`]. Protocol codecs (`json`, `binary`) turn wire formats into
 //! tensors; the runtime turns tensors into ONNX Runtime values and back.
 
+pub mod binary;
 pub mod json;
 
 use half::f16;

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod health;
 pub mod repository;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 

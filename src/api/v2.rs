@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,12 +17,13 @@ use super::{body_bytes, health, json, json_response, AppState};
 use crate::error::ApiError;
 use crate::repository::ModelEntry;
 use crate::runtime::{Signature, TensorSpec};
+use crate::tensor::binary;
 use crate::tensor::json::{decode, FlatJson};
 use crate::tensor::{DataType, Tensor};
 use crate::traffic::{self, Target, VersionSelector};
 
 /// Extensions of the Triton/KServe protocol this server implements.
-pub const EXTENSIONS: &[&str] = &["model_repository"];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "statistics"];
 
 /// The V2 routes.
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -46,6 +47,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_versioned),
         )
+        .merge(super::stats::routes())
 }
 
 async fn server_metadata() -> Response {
@@ -125,6 +127,12 @@ async fn model_ready_versioned(
 struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
+    /// Sent by some clients (KServe's SDK, Triton's examples); the path
+    /// names the model, so these are accepted and ignored.
+    #[serde(default, rename = "model_name")]
+    _model_name: Option<String>,
+    #[serde(default, rename = "model_version")]
+    _model_version: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(borrow)]
@@ -142,7 +150,6 @@ struct InputTensor<'a> {
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Map<String, Value>>,
 }
 
@@ -151,7 +158,6 @@ struct InputTensor<'a> {
 struct RequestedOutput {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Map<String, Value>>,
 }
 
@@ -164,13 +170,26 @@ struct InferResponse<'a> {
     outputs: Vec<OutputTensor<'a>>,
 }
 
+/// One output in the response: JSON `data`, or `binary_data_size` with the
+/// bytes in the binary section.
 #[derive(Serialize)]
 struct OutputTensor<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [i64],
-    data: FlatJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<OutputParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<FlatJson<'a>>,
 }
+
+#[derive(Serialize)]
+struct OutputParameters {
+    binary_data_size: usize,
+}
+
+/// Length of the JSON header when a body carries binary tensor data.
+pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 async fn infer(
     State(state): State<Arc<AppState>>,
@@ -211,7 +230,7 @@ async fn run_infer(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let result = match body_bytes(body, state.config.body_limit) {
-        Ok(body) => infer_json(state, &target, &body, headers).await,
+        Ok(body) => infer_body(state, &target, &body, headers).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
@@ -229,11 +248,51 @@ async fn run_infer(
     resp
 }
 
-/// Decodes a JSON inference request, runs it on `target`, encodes the answer.
+/// Splits the body into its JSON header and binary section, then infers.
+async fn infer_body(
+    state: &AppState,
+    target: &Target,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (json, binary) = split_body(headers, body)?;
+    infer_json(state, target, json, binary, headers).await
+}
+
+/// The JSON header and, when `Inference-Header-Content-Length` is present,
+/// the binary section of a request body.
+fn split_body<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<(&'b [u8], Option<&'b [u8]>), ApiError> {
+    let Some(value) = headers.get(INFERENCE_HEADER_CONTENT_LENGTH) else {
+        return Ok((body, None));
+    };
+    let len = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Inference-Header-Content-Length must be a byte count, got {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+            ))
+        })?;
+    if len == 0 {
+        return Err(ApiError::NotImplemented(
+            "raw binary requests (Inference-Header-Content-Length: 0) are not supported; \
+             send a JSON inference header before the binary data"
+                .into(),
+        ));
+    }
+    let (json, rest) = binary::split(body, len).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((json, Some(rest)))
+}
+
+/// Decodes an inference request (JSON header plus optional binary section),
+/// runs it on `target`, encodes the answer.
 async fn infer_json(
     state: &AppState,
     target: &Target,
     body: &[u8],
+    binary: Option<&[u8]>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let model = target.model.name.as_str();
@@ -245,12 +304,8 @@ async fn infer_json(
     let request: InferRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))?;
     let signature = target.runtime.signature();
-    let selected = select_outputs(signature, request.outputs.as_deref(), model)?;
-    let mut tensors = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        tensors.push(decode_input(input)?);
-    }
-    let _ = &request.parameters;
+    let selected = select_outputs(signature, &request, model)?;
+    let tensors = decode_inputs(&request.inputs, binary)?;
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
@@ -268,61 +323,195 @@ async fn infer_json(
         model_name: model,
         model_version: target.version.to_string(),
         id: request.id.as_deref(),
-        outputs: selected
-            .iter()
-            .map(|&i| {
-                let t = &outputs[i];
-                OutputTensor {
-                    name: &t.name,
-                    datatype: t.dtype().name(),
-                    shape: &t.shape,
-                    data: FlatJson(&t.data),
-                }
-            })
-            .collect(),
+        outputs: Vec::with_capacity(selected.len()),
     };
-    let body = serde_json::to_vec(&response)
-        .map_err(|e| ApiError::Internal(format!("could not encode the response: {e}")))?;
-    Ok(json_response(body))
+    encode_response(response, &outputs, &selected)
 }
 
-/// Indices of the outputs to return: those requested, else all.
+/// An output to return, and whether its data goes in the binary section.
+#[derive(Debug, Clone, Copy)]
+struct Selected {
+    index: usize,
+    binary: bool,
+}
+
+/// The outputs to return (those requested, else all) and how: an output's
+/// `binary_data` wins over the request's `binary_data_output`.
 fn select_outputs(
     signature: &Signature,
-    requested: Option<&[RequestedOutput]>,
+    request: &InferRequest<'_>,
     model: &str,
-) -> Result<Vec<usize>, ApiError> {
-    match requested {
-        None => Ok((0..signature.outputs.len()).collect()),
+) -> Result<Vec<Selected>, ApiError> {
+    let all_binary =
+        bool_param(request.parameters.as_ref(), "binary_data_output", "the request")?.unwrap_or(false);
+    match request.outputs.as_deref() {
+        None => Ok((0..signature.outputs.len())
+            .map(|index| Selected {
+                index,
+                binary: all_binary,
+            })
+            .collect()),
         Some(list) => list
             .iter()
             .map(|o| {
-                signature.output_index(&o.name).ok_or_else(|| {
+                let index = signature.output_index(&o.name).ok_or_else(|| {
                     let known: Vec<&str> = signature.outputs.iter().map(|t| t.name.as_str()).collect();
                     ApiError::BadRequest(format!(
                         "model '{model}' has no output '{}' (it has {})",
                         o.name,
                         known.join(", ")
                     ))
-                })
+                })?;
+                let what = format!("output '{}'", o.name);
+                let binary = bool_param(o.parameters.as_ref(), "binary_data", &what)?.unwrap_or(all_binary);
+                Ok(Selected { index, binary })
             })
             .collect(),
     }
 }
 
-fn decode_input(input: &InputTensor<'_>) -> Result<Tensor, ApiError> {
+/// A boolean parameter, `None` when absent; 400 when it is not a boolean.
+fn bool_param(params: Option<&Map<String, Value>>, key: &str, what: &str) -> Result<Option<bool>, ApiError> {
+    match params.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "{what}: parameter \"{key}\" must be a boolean, got {other}"
+        ))),
+    }
+}
+
+/// `parameters.binary_data_size` of an input, `None` when absent; 400 when
+/// it is not a non-negative integer.
+fn binary_size(input: &InputTensor<'_>) -> Result<Option<usize>, ApiError> {
+    match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "input '{}': parameter \"binary_data_size\" must be a non-negative integer, got {v}",
+                    input.name
+                ))
+            }),
+    }
+}
+
+/// Decodes every input: from JSON `data`, or from the next
+/// `binary_data_size` bytes of the binary section, in request order.
+fn decode_inputs(inputs: &[InputTensor<'_>], binary: Option<&[u8]>) -> Result<Vec<Tensor>, ApiError> {
+    let sizes = inputs.iter().map(binary_size).collect::<Result<Vec<_>, _>>()?;
+    let declared = sizes
+        .iter()
+        .flatten()
+        .try_fold(0usize, |acc, &n| acc.checked_add(n));
+    let section = binary.unwrap_or_default();
+    if let (None, Some(i)) = (binary, sizes.iter().position(Option::is_some)) {
+        return Err(ApiError::BadRequest(format!(
+            "input '{}' has parameter \"binary_data_size\" but the request has no \
+             Inference-Header-Content-Length header to separate the JSON from the binary data",
+            inputs[i].name
+        )));
+    }
+    if declared != Some(section.len()) {
+        return Err(ApiError::BadRequest(format!(
+            "the inputs' binary_data_size add up to {} bytes but {} bytes follow the JSON header \
+             (Inference-Header-Content-Length)",
+            declared.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
+            section.len(),
+        )));
+    }
+    let mut offset = 0;
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for (input, size) in inputs.iter().zip(sizes) {
+        let bytes = size.map(|n| {
+            let bytes = &section[offset..offset + n];
+            offset += n;
+            bytes
+        });
+        tensors.push(decode_input(input, bytes)?);
+    }
+    Ok(tensors)
+}
+
+/// Decodes one input from JSON `data`, or from `binary` when it has a
+/// `binary_data_size`.
+fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let dtype = DataType::from_name(&input.datatype).ok_or_else(|| {
         ApiError::BadRequest(format!("input '{name}': unknown datatype '{}'", input.datatype))
     })?;
-    let raw = input
-        .data
-        .ok_or_else(|| ApiError::BadRequest(format!("input '{name}': missing \"data\"")))?;
-    let data = decode(raw.get(), dtype, &input.shape)
-        .map_err(|e| ApiError::BadRequest(format!("input '{name}': data {e}")))?;
+    let data = match (input.data, binary) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "input '{name}' has both \"data\" and parameter \"binary_data_size\"; send one"
+            )))
+        }
+        (Some(raw), None) => decode(raw.get(), dtype, &input.shape)
+            .map_err(|e| ApiError::BadRequest(format!("input '{name}': data {e}")))?,
+        (None, Some(bytes)) => binary::decode(bytes, dtype, &input.shape)
+            .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?,
+        (None, None) => {
+            return Err(ApiError::BadRequest(format!(
+                "input '{name}': missing \"data\" (or parameter \"binary_data_size\")"
+            )))
+        }
+    };
     Ok(Tensor {
         name: name.clone(),
         shape: input.shape.clone(),
         data,
     })
+}
+
+/// Encodes the answer: JSON alone, or the JSON header followed by the binary
+/// outputs in response order (`Inference-Header-Content-Length` gives the
+/// header's length, `Content-Type` is `application/octet-stream`).
+fn encode_response<'a>(
+    mut response: InferResponse<'a>,
+    outputs: &'a [Tensor],
+    selected: &[Selected],
+) -> Result<Response, ApiError> {
+    let mut binary_outputs = Vec::new();
+    for s in selected {
+        let t = &outputs[s.index];
+        let (parameters, data) = if s.binary {
+            binary_outputs.push(&t.data);
+            let size = binary::encoded_len(&t.data);
+            (
+                Some(OutputParameters {
+                    binary_data_size: size,
+                }),
+                None,
+            )
+        } else {
+            (None, Some(FlatJson(&t.data)))
+        };
+        response.outputs.push(OutputTensor {
+            name: &t.name,
+            datatype: t.dtype().name(),
+            shape: &t.shape,
+            parameters,
+            data,
+        });
+    }
+    let mut body = serde_json::to_vec(&response)
+        .map_err(|e| ApiError::Internal(format!("could not encode the response: {e}")))?;
+    if binary_outputs.is_empty() {
+        return Ok(json_response(body));
+    }
+    let header_len = body.len();
+    for data in binary_outputs {
+        binary::encode(data, &mut body);
+    }
+    let mut resp = body.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(header_len));
+    Ok(resp)
 }

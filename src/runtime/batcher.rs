@@ -102,10 +102,10 @@ impl Worker {
             }
         });
         let done = Instant::now();
-        self.stats
-            .record_batch(requests, total_rows, built - started, ran - built, done - ran);
         match outcome {
             Ok(per_job) => {
+                self.stats
+                    .record_batch(requests, total_rows, built - started, ran - built, done - ran);
                 for ((reply, enqueued), outputs) in replies.into_iter().zip(per_job) {
                     self.stats.success.add_one(done - enqueued);
                     let _ = reply.send(Ok(outputs));

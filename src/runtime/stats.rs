@@ -56,11 +56,11 @@ pub struct VersionStats {
     pub compute_infer: Tally,
     /// Splitting outputs back (per request share).
     pub compute_output: Tally,
-    /// Rows inferred (a batch of n rows counts n).
+    /// Rows inferred successfully (a batch of n rows counts n).
     pub inference_count: AtomicU64,
-    /// ORT runs (a batch counts once).
+    /// Successful ORT runs (a batch counts once).
     pub execution_count: AtomicU64,
-    /// Nanoseconds since the Unix epoch of the last inference.
+    /// Milliseconds since the Unix epoch of the last successful ORT run (0 before any).
     pub last_inference_ms: AtomicU64,
     batches: Mutex<BTreeMap<usize, BatchTally>>,
 }
@@ -71,7 +71,8 @@ impl VersionStats {
         self.fail.add(1, d);
     }
 
-    /// Records one ORT run over `requests` requests with `rows` rows.
+    /// Records one successful ORT run over `requests` requests with `rows`
+    /// rows (Triton counts only successful executions and inferences).
     pub(crate) fn record_batch(
         &self,
         requests: usize,
