@@ -175,6 +175,21 @@ async fn requests_follow_the_policy_and_explain_their_route() {
         seen.insert(first);
     }
     assert_eq!(seen.len(), 2, "both versions serve some users");
+    // V2 `parameters.user_id` is the same key as the header
+    for u in 0..20 {
+        let user = format!("user-{u}");
+        let (_, by_header, route, _) = predict(&s, infer, &row, &[("x-user-id", &user)]).await;
+        let mut body = digits_request(std::slice::from_ref(&row));
+        body["parameters"] = json!({"user_id": user});
+        let resp = s.client.post(s.url(infer)).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-route"].to_str().unwrap(), route);
+        assert_eq!(
+            resp.headers()["x-model-version"].to_str().unwrap(),
+            by_header,
+            "{user}"
+        );
+    }
 
     // allow-list and pins
     s.set_policy(

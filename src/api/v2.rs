@@ -224,15 +224,25 @@ async fn run_infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let caller = super::caller(state, headers);
+    let body = match body_bytes(body, state.config.body_limit) {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let mut caller = super::caller(state, headers);
+    // Without a user header, V2 clients may name the user in
+    // `parameters.user_id`; only bodies that mention it are parsed twice.
+    let body_user = match caller.user {
+        None => body_user_id(headers, &body),
+        Some(_) => None,
+    };
+    if body_user.is_some() {
+        caller.user = body_user.as_deref();
+    }
     let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let result = match body_bytes(body, state.config.body_limit) {
-        Ok(body) => infer_body(state, &target, &body, headers).await,
-        Err(e) => Err(e),
-    };
+    let result = infer_body(state, &target, &body, headers).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
@@ -246,6 +256,31 @@ async fn run_infer(
         started.elapsed(),
     );
     resp
+}
+
+/// `parameters.user_id` of a request, when the JSON header mentions it.
+fn body_user_id(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Params {
+        #[serde(default)]
+        user_id: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        parameters: Option<Params>,
+    }
+    let (json, _) = split_body(headers, body).ok()?;
+    let needle = b"\"user_id\"";
+    if !json.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let head: Head = serde_json::from_slice(json).ok()?;
+    match head.parameters?.user_id? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Splits the body into its JSON header and binary section, then infers.
