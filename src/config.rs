@@ -77,6 +77,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 0)]
     pub repository_poll_secs: u64,
 
+    /// Where rollouts and their audit log are stored (SQLite).
+    #[arg(long, env = "SWITCHYARD_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+
     /// Mirrored requests that may wait for a shadow version; beyond: dropped.
     #[arg(long, env = "SWITCHYARD_SHADOW_QUEUE", default_value_t = 256)]
     pub shadow_queue: usize,
@@ -92,6 +96,7 @@ impl Config {
     pub fn for_repository(repository: impl Into<PathBuf>) -> Config {
         let mut config = Cli::parse_from(["switchyard", "serve"]).into_serve();
         config.model_repository = repository.into();
+        config.state_dir = config.model_repository.join(".state");
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
         config

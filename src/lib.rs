@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod repository;
+pub mod rollout;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
@@ -68,7 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     );
     let config = Arc::new(config);
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
-    let state = Arc::new(AppState::new(repo.clone(), config.clone()));
+    let state = Arc::new(AppState::new(repo.clone(), config.clone()).map_err(anyhow::Error::msg)?);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -82,9 +83,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let loader = repo.clone();
     let poll = config.repository_poll_secs;
     let window = config.rollback_window;
+    let restorer = state.clone();
     tokio::spawn(async move {
         let initial = loader.clone();
         let _ = tokio::task::spawn_blocking(move || initial.load_all()).await;
+        // active rollouts get their weights back before readiness turns 200
+        restorer.rollouts.restore();
+        restorer.mark_restored();
+        let ticker = restorer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                ticker.rollouts.tick().await;
+            }
+        });
         if poll == 0 {
             return;
         }

@@ -19,6 +19,9 @@ use subtle::ConstantTimeEq;
 use super::{body_bytes, json, AppState};
 use crate::error::ApiError;
 use crate::repository::{ModelEntry, PolicyError, VersionState};
+use crate::rollout::controller::RolloutError;
+use crate::rollout::machine::{Action, Rollout};
+use crate::rollout::RolloutSpec;
 use crate::traffic::policy::PolicySpec;
 
 /// The admin routes under `/admin/v1`.
@@ -37,6 +40,10 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/admin/v1/models/{model}/shadow", get(shadow))
         .route("/admin/v1/models/{model}/rollback", post(rollback))
+        .route("/admin/v1/models/{model}/rollouts", post(start_rollout))
+        .route("/admin/v1/models/{model}/rollout", get(get_rollout))
+        .route("/admin/v1/models/{model}/rollout/{action}", post(rollout_action))
+        .route("/admin/v1/models/{model}/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -259,6 +266,108 @@ async fn rollback(State(state): State<Arc<AppState>>, Path(model): Path<String>)
             tracing::warn!(model = %model, stable = policy.stable(), "rolled back");
             json(&serde_json::json!({"policy": policy.spec(), "source": "admin"}))
         }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+impl From<RolloutError> for ApiError {
+    fn from(e: RolloutError) -> ApiError {
+        match e {
+            RolloutError::NotFound(m) => ApiError::NotFound(m),
+            RolloutError::Invalid(m) => ApiError::BadRequest(m),
+            RolloutError::Conflict(m) => ApiError::Conflict(m),
+            RolloutError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+fn rollout_view(r: &Rollout) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "model": r.model,
+        "strategy": r.spec.strategy,
+        "stable": r.stable,
+        "candidate": r.candidate,
+        "phase": r.phase,
+        "step": r.step,
+        "weight": r.weight(),
+        "policy": r.policy(),
+        "started_at": r.started_at,
+        "step_started_at": r.step_started_at,
+        "inconclusive_since": r.inconclusive_since,
+        "failures": r.failures,
+        "last_analysis_at": r.last_analysis_at,
+        "last_analysis": r.last_analysis,
+        "reason": r.reason,
+        "ab_result": r.ab_result,
+        "spec": r.spec,
+    })
+}
+
+async fn start_rollout(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body_bytes(body, state.config.body_limit)?;
+        let is_toml = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("toml"));
+        let spec: RolloutSpec = if is_toml {
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::BadRequest("rollout spec is not UTF-8".into()))?;
+            toml::from_str(text).map_err(|e| ApiError::BadRequest(format!("invalid rollout spec: {e}")))?
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid rollout spec: {e}")))?
+        };
+        let r = state.rollouts.start(&model, spec).await?;
+        Ok::<_, ApiError>(json(&rollout_view(&r)))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+async fn get_rollout(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match state.rollouts.get(&model) {
+        Ok(Some(r)) => json(&rollout_view(&r)),
+        Ok(None) => ApiError::NotFound(format!("model '{model}' has no rollout")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn rollout_action(
+    State(state): State<Arc<AppState>>,
+    Path((model, action)): Path<(String, String)>,
+) -> Response {
+    let Some(a) = Action::parse(&action) else {
+        return ApiError::NotFound(format!(
+            "unknown rollout action '{action}' (promote, promote-full, pause, resume, abort, retry)"
+        ))
+        .into_response();
+    };
+    match state.rollouts.act(&model, a).await {
+        Ok(r) => json(&rollout_view(&r)),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn events(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match state.rollouts.events(&model) {
+        Ok(events) => json(&serde_json::json!({
+            "model": model,
+            "events": events
+                .into_iter()
+                .map(|(id, e)| {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    v["rollout"] = id.into();
+                    v
+                })
+                .collect::<Vec<_>>(),
+        })),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

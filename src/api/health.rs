@@ -17,7 +17,11 @@ pub fn readiness(state: &AppState) -> Result<(), String> {
     if state.is_shutting_down() {
         return Err("shutting down".into());
     }
-    routable_ready(&state.repo.snapshot())
+    routable_ready(&state.repo.snapshot())?;
+    if !state.is_restored() {
+        return Err("restoring rollouts".into());
+    }
+    Ok(())
 }
 
 /// Readiness of a snapshot: each model's routed version must be READY.

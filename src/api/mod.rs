@@ -4,6 +4,7 @@
 //! tensors to its `runtime`; they never touch ONNX Runtime directly.
 
 pub mod admin;
+pub mod feedback;
 pub mod health;
 pub mod repository;
 pub mod stats;
@@ -25,6 +26,7 @@ use axum::Router;
 use crate::config::Config;
 use crate::error::{error_body, ApiError};
 use crate::repository::Repository;
+use crate::rollout::controller::{Controller, LocalMetrics, LocalPolicies};
 use crate::tensor::Tensor;
 use crate::traffic::shadow::{ShadowHub, ShadowJob};
 use crate::traffic::{Caller, Target};
@@ -34,6 +36,10 @@ pub struct AppState {
     pub repo: Arc<Repository>,
     pub config: Arc<Config>,
     pub shadow: Arc<ShadowHub>,
+    pub rollouts: Arc<Controller>,
+    /// Recent request ids → (model, version), for feedback attribution.
+    pub recent: feedback::RecentRequests,
+    restored: AtomicBool,
     /// The user-key header, parsed once.
     pub user_header: axum::http::HeaderName,
     shutting_down: AtomicBool,
@@ -41,19 +47,40 @@ pub struct AppState {
 
 impl AppState {
     /// State over a repository (which may still be loading). Needs a tokio
-    /// runtime (the shadow worker is a task).
-    pub fn new(repo: Arc<Repository>, config: Arc<Config>) -> AppState {
+    /// runtime (the shadow worker is a task); opens the rollout store.
+    pub fn new(repo: Arc<Repository>, config: Arc<Config>) -> Result<AppState, String> {
         let user_header = config
             .user_header
             .parse()
             .unwrap_or(axum::http::HeaderName::from_static("x-user-id"));
-        AppState {
+        let shadow = ShadowHub::start(config.shadow_queue);
+        let metrics = Arc::new(LocalMetrics {
+            repo: repo.clone(),
+            shadow: shadow.clone(),
+            breakers: None,
+        });
+        let sink = Arc::new(LocalPolicies(repo.clone()));
+        let rollouts = Arc::new(Controller::open(&config.state_dir, repo.clone(), metrics, sink)?);
+        Ok(AppState {
             repo,
-            shadow: ShadowHub::start(config.shadow_queue),
+            shadow,
+            rollouts,
+            recent: feedback::RecentRequests::default(),
+            restored: AtomicBool::new(false),
             config,
             user_header,
             shutting_down: AtomicBool::new(false),
-        }
+        })
+    }
+
+    /// Active rollouts have their policies back.
+    pub fn mark_restored(&self) {
+        self.restored.store(true, Ordering::SeqCst);
+    }
+
+    /// True once active rollouts were restored after start-up.
+    pub fn is_restored(&self) -> bool {
+        self.restored.load(Ordering::SeqCst)
     }
 
     /// Marks the server as draining: readiness answers 503 from now on.
@@ -76,6 +103,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(v1::routes())
         .merge(v2::routes())
         .merge(repository::routes())
+        .merge(feedback::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -188,6 +216,13 @@ pub fn observe(
     // Client errors (4xx) say nothing about the version; 5xx count against it.
     if !status.is_client_error() {
         target.runtime.window().record(!status.is_server_error(), elapsed);
+    }
+}
+
+/// Remembers which version answered a request with an id (for feedback).
+pub fn remember(state: &AppState, id: Option<&str>, target: &Target) {
+    if let Some(id) = id.filter(|id| !id.is_empty()) {
+        state.recent.remember(id, &target.model.name, target.version);
     }
 }
 

@@ -350,8 +350,10 @@ async fn infer_json(
         .infer(inputs, None)
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
+    let header_id = super::request_id(headers);
+    super::remember(state, request.id.as_deref().or(header_id.as_deref()), target);
     if let Some(inputs) = mirror {
-        let request_id = request.id.clone().or_else(|| super::request_id(headers));
+        let request_id = request.id.clone().or(header_id);
         super::mirror(state, target, inputs, &outputs, request_id);
     }
     let response = InferResponse {

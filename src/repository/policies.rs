@@ -60,7 +60,7 @@ impl ModelEntry {
 }
 
 fn within(at: SystemTime, window: Duration, now: SystemTime) -> bool {
-    now.duration_since(at).map(|d| d <= window).unwrap_or(true)
+    !window.is_zero() && now.duration_since(at).map(|d| d <= window).unwrap_or(true)
 }
 
 impl Repository {

@@ -28,7 +28,7 @@ pub struct Window {
 }
 
 /// What a window says about a period.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub requests: u64,
     pub errors: u64,

@@ -112,7 +112,7 @@ impl TestServer {
         let base = format!("http://{}", server.addr);
         let admin = format!("http://{}", server.admin_addr);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !server.state.repo.snapshot().initial_load_done {
+        while !server.state.repo.snapshot().initial_load_done || !server.state.is_restored() {
             assert!(Instant::now() < deadline, "repository did not load within 60 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -514,8 +514,10 @@ async fn predict_json(
         .infer(request.inputs, None)
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
+    let request_id = super::request_id(headers);
+    super::remember(state, request_id.as_deref(), target);
     if let Some(inputs) = mirror {
-        super::mirror(state, target, inputs, &outputs, super::request_id(headers));
+        super::mirror(state, target, inputs, &outputs, request_id);
     }
     let body = predict::encode_response(request.format, &outputs, model)?;
     Ok(json_response(body))

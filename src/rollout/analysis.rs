@@ -1,0 +1,121 @@
+//! Analysis compares the candidate C with the stable version S over the
+//! same window (SPEC §5.1). [`analyze`] is pure; [`MetricsSource`] is the
+//! one seam through which the controller reads metrics (today the
+//! in-process windows, later a Prometheus query across pods).
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::AnalysisSpec;
+use crate::runtime::window::Summary;
+use crate::traffic::shadow::ShadowStats;
+
+/// The outcome of one analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass(String),
+    /// Names the failing metric and both values.
+    Fail(String),
+    /// Too little data to judge.
+    Inconclusive(String),
+}
+
+/// Compares C with S under the thresholds of `spec`.
+pub fn analyze(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Verdict {
+    if s.requests < spec.min_requests || c.requests < spec.min_requests {
+        return Verdict::Inconclusive(format!(
+            "too few requests: stable {} and candidate {} (min_requests {})",
+            s.requests, c.requests, spec.min_requests
+        ));
+    }
+    let max_err = (s.error_rate * spec.max_error_rate_ratio).max(s.error_rate + spec.max_error_rate_delta);
+    if c.error_rate > max_err {
+        return Verdict::Fail(format!(
+            "error rate: candidate {:.4} > limit {:.4} (stable {:.4})",
+            c.error_rate, max_err, s.error_rate
+        ));
+    }
+    let max_p95 = s.p95_ms * spec.max_p95_ratio;
+    // sub-millisecond p95s are dominated by scheduling noise: allow 1 ms
+    if c.p95_ms > max_p95.max(s.p95_ms + 1.0) {
+        return Verdict::Fail(format!(
+            "p95 latency: candidate {:.3} ms > limit {:.3} ms (stable {:.3} ms)",
+            c.p95_ms, max_p95, s.p95_ms
+        ));
+    }
+    if s.feedback_count > 0 && c.feedback_count > 0 {
+        let min = s.feedback_mean + spec.min_feedback_delta;
+        if c.feedback_mean < min {
+            return Verdict::Fail(format!(
+                "feedback: candidate mean {:.4} < limit {:.4} (stable {:.4})",
+                c.feedback_mean, min, s.feedback_mean
+            ));
+        }
+    }
+    Verdict::Pass(format!(
+        "error rate {:.4} vs {:.4}, p95 {:.3} ms vs {:.3} ms, feedback {:.3} vs {:.3}",
+        c.error_rate, s.error_rate, c.p95_ms, s.p95_ms, c.feedback_mean, s.feedback_mean
+    ))
+}
+
+/// Where the controller reads metrics from.
+pub trait MetricsSource: Send + Sync {
+    /// What `version` of `model` did since `since`; `None` when not loaded.
+    fn summary(&self, model: &str, version: u64, since: SystemTime) -> Option<Summary>;
+    /// Shadow comparisons of `shadow` against `primary`.
+    fn shadow(&self, model: &str, primary: u64, shadow: u64) -> Option<ShadowStats>;
+    /// True while the circuit breaker of the version is open.
+    fn breaker_open(&self, model: &str, version: u64) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(requests: u64, errors: u64, p95: f64, feedback: f64) -> Summary {
+        Summary {
+            requests,
+            errors,
+            error_rate: errors as f64 / requests.max(1) as f64,
+            p50_ms: p95 / 2.0,
+            p95_ms: p95,
+            p99_ms: p95,
+            feedback_count: requests,
+            feedback_mean: feedback,
+            feedback: vec![],
+        }
+    }
+
+    #[test]
+    fn thresholds() {
+        let spec = AnalysisSpec::default();
+        let s = summary(1000, 10, 10.0, 0.9);
+        assert!(matches!(
+            analyze(&spec, &s, &summary(1000, 12, 11.0, 0.85)),
+            Verdict::Pass(_)
+        ));
+        let v = analyze(&spec, &s, &summary(1000, 30, 10.0, 0.9));
+        assert!(
+            matches!(&v, Verdict::Fail(m) if m.contains("error rate")),
+            "{v:?}"
+        );
+        let v = analyze(&spec, &s, &summary(1000, 10, 13.0, 0.9));
+        assert!(matches!(&v, Verdict::Fail(m) if m.contains("p95")), "{v:?}");
+        let v = analyze(&spec, &s, &summary(1000, 10, 10.0, 0.7));
+        assert!(matches!(&v, Verdict::Fail(m) if m.contains("feedback")), "{v:?}");
+        let v = analyze(&spec, &s, &summary(99, 0, 10.0, 0.9));
+        assert!(matches!(v, Verdict::Inconclusive(_)));
+        // zero errors on S: the absolute delta applies
+        let s0 = summary(1000, 0, 10.0, 0.9);
+        assert!(matches!(
+            analyze(&spec, &s0, &summary(1000, 4, 10.0, 0.9)),
+            Verdict::Pass(_)
+        ));
+        assert!(matches!(
+            analyze(&spec, &s0, &summary(1000, 6, 10.0, 0.9)),
+            Verdict::Fail(_)
+        ));
+    }
+}
