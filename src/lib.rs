@@ -5,6 +5,7 @@
 //! and later rollout) only swaps immutable snapshots that the data plane reads.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod repository;

@@ -1,25 +1,34 @@
 //! The `switchyard` binary: parse the command line, run the subcommand.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use switchyard::config::{Cli, Command};
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+    };
     let result = match cli.command {
         Command::Serve(config) => {
             switchyard::telemetry::init_logging(config.log_format);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
+            runtime()
                 .and_then(|rt| rt.block_on(switchyard::run(config)))
+                .map(|()| ExitCode::SUCCESS)
         }
+        Command::Validate(args) => switchyard::cli::validate(args),
+        Command::Rollout(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::rollout(args))),
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::status(args))),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{ModelEntry, Repository, Snapshot};
-use crate::traffic::policy::{Policy, PolicySpec};
+use crate::traffic::policy::{Policy, PolicySpec, POLICY_LABELS};
 
 /// The stable version a policy change replaced, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,15 @@ impl ModelEntry {
             Some(p) => p.referenced(),
             None => self.default_version().into_iter().collect(),
         };
-        v.extend(self.config.labels.values().copied());
+        // config labels the policy maintains itself (stable, …) are superseded
+        // by the policy once one is set
+        v.extend(
+            self.config
+                .labels
+                .iter()
+                .filter(|(name, _)| self.policy.is_none() || !POLICY_LABELS.contains(&name.as_str()))
+                .map(|(_, &version)| version),
+        );
         if let Some(prev) = self.previous_stable {
             if within(prev.replaced_at, rollback_window, now) {
                 v.push(prev.version);
