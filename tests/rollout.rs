@@ -477,3 +477,53 @@ async fn invalid_rollouts_are_refused() {
         .await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_rollout_passes_on_agreement_then_continues_into_a_canary() {
+    let repo = repo_with(&[], "");
+    let s = Arc::new(TestServer::start(repo.path()).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = traffic(s.clone(), stop.clone(), Feedback::None, 3);
+    start(
+        &s,
+        json!({"strategy": "shadow", "candidate": 2, "rate": 1.0, "min_agreement": 0.9, "min_samples": 100,
+               "then_canary": [{"weight": 5000, "bake": "1s"}, {"weight": 10000}],
+               "analysis": {"interval": "1s", "min_requests": 5, "max_p95_ratio": 5.0}}),
+    )
+    .await;
+    let r = wait_phase(&s, &["promoted", "aborted"], Duration::from_secs(90)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(r["phase"], "promoted", "{r}");
+    let ev = events(&s).await;
+    let verdict = ev
+        .iter()
+        .find(|e| e["decision"].as_str().unwrap().starts_with("shadow verdict passed"))
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(verdict["metrics"]["shadow"]["compared"].as_u64().unwrap() >= 100);
+    assert!(verdict["metrics"]["shadow"]["agreement"].as_f64().unwrap() >= 0.9);
+    let mut weights: Vec<u64> = ev.iter().map(|e| e["weight"].as_u64().unwrap()).collect();
+    weights.dedup();
+    assert_eq!(weights, vec![0, 5000, 10000], "shadow (0%) → canary 50% → promoted");
+
+    // a shadow that disagrees too often is aborted
+    let repo = repo_with(&[("tests/fixtures/models/digits_bad/1", 3)], "");
+    let s = Arc::new(TestServer::start(repo.path()).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = traffic(s.clone(), stop.clone(), Feedback::None, 3);
+    start(
+        &s,
+        json!({"strategy": "shadow", "candidate": 3, "min_agreement": 0.9, "min_samples": 50,
+               "analysis": {"interval": "1s"}}),
+    )
+    .await;
+    let r = wait_phase(&s, &["promoted", "aborted"], Duration::from_secs(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(r["phase"], "aborted", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("agreement"), "{r}");
+}
