@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod repository;
 pub mod runtime;
 pub mod shutdown;
@@ -66,9 +67,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         "the model repository {} is not a directory (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
         config.model_repository.display()
     );
+    telemetry::install_metrics();
     let config = Arc::new(config);
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
     let state = Arc::new(AppState::new(repo.clone(), config.clone()));
+    guard::spawn_sweeper(Arc::downgrade(&state), std::time::Duration::from_secs(10));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -120,7 +123,7 @@ async fn serve(listener: TcpListener, app: axum::Router, drain: shutdown::Drain)
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(drain.finished())
         .await
 }
