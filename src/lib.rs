@@ -142,7 +142,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown::signal().await;
     tracing::info!("shutdown signal received; readiness is now 503, draining");
     match tokio::time::timeout(timeout, server.shutdown()).await {
-        Ok(result) => result,
+        Ok(result) => {
+            // Nothing is buffered in memory that must reach disk: metrics
+            // are scraped, logs are written line by line.
+            tracing::info!("drained; in-flight requests finished; exiting");
+            result
+        }
         Err(_) => anyhow::bail!("in-flight requests did not finish within {timeout:?}"),
     }
 }
