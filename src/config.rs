@@ -222,10 +222,20 @@ mod tests {
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
         assert_eq!(c.max_in_flight, 1024);
         assert_eq!(c.rate_limit, None);
-        let c = Cli::parse_from(["switchyard", "serve", "--rate-limit", "100/60s", "--rate-limit-burst", "10"])
-            .into_serve();
+        let c = Cli::parse_from([
+            "switchyard",
+            "serve",
+            "--rate-limit",
+            "100/60s",
+            "--rate-limit-burst",
+            "10",
+        ])
+        .into_serve();
         let r = c.rate_limit.unwrap();
-        assert_eq!((r.count, r.period.as_secs(), c.rate_limit_burst), (100, 60, Some(10)));
+        assert_eq!(
+            (r.count, r.period.as_secs(), c.rate_limit_burst),
+            (100, 60, Some(10))
+        );
         assert!(c.validate().is_ok());
     }
 

@@ -37,7 +37,12 @@ async fn sigterm_drains_then_exits_zero() {
         .arg(repo.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .args(["--drain-secs", &DRAIN_SECS.to_string(), "--shutdown-timeout-secs", "10"])
+        .args([
+            "--drain-secs",
+            &DRAIN_SECS.to_string(),
+            "--shutdown-timeout-secs",
+            "10",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -57,7 +62,10 @@ async fn sigterm_drains_then_exits_zero() {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "server not ready in 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server not ready in 60 s"
+        );
         assert!(child.try_wait().unwrap().is_none(), "server exited early");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -130,7 +138,10 @@ async fn sigterm_drains_then_exits_zero() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(term.elapsed() < Duration::from_secs(20), "server did not exit after SIGTERM");
+        assert!(
+            term.elapsed() < Duration::from_secs(20),
+            "server did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let exited = term.elapsed();
@@ -153,8 +164,15 @@ async fn sigterm_drains_then_exits_zero() {
     );
     assert!(exit.success(), "exit status {exit:?}");
     assert!(ready_503, "/ready never answered 503 during the drain");
-    assert!(t.not_ok.is_empty(), "accepted requests that did not succeed: {:?}", t.not_ok);
+    assert!(
+        t.not_ok.is_empty(),
+        "accepted requests that did not succeed: {:?}",
+        t.not_ok
+    );
     assert!(served_during_drain > 0, "nothing was served during the drain");
     assert_eq!(early_failures, 0, "requests failed during the drain");
-    assert!(exited >= Duration::from_secs(DRAIN_SECS), "stopped before the drain ended");
+    assert!(
+        exited >= Duration::from_secs(DRAIN_SECS),
+        "stopped before the drain ended"
+    );
 }

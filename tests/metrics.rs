@@ -48,7 +48,12 @@ fn parse(text: &str) -> Vec<Sample> {
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     samples
         .iter()
-        .filter(|s| s.name == name && want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
         .sum()
 }
@@ -69,7 +74,7 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     let row = digits_samples()[0].0.clone();
     let before = parse(&scrape(&s).await);
 
-    let body = digits_request(&[row.clone()]);
+    let body = digits_request(std::slice::from_ref(&row));
     for _ in 0..7 {
         let (st, b) = s.post("/v2/models/digits/infer", &body).await;
         assert_eq!(st, 200, "{b}");
@@ -80,7 +85,10 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     }
     for _ in 0..3 {
         let (st, b) = s
-            .post("/v1/models/digits/labels/stable:predict", &json!({"instances": [row.clone()]}))
+            .post(
+                "/v1/models/digits/labels/stable:predict",
+                &json!({"instances": [row.clone()]}),
+            )
             .await;
         assert_eq!(st, 200, "{b}");
     }
@@ -99,27 +107,51 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     let text = scrape(&s).await;
     let after = parse(&text);
     let delta = |labels: &[(&str, &str)]| {
-        value(&after, "switchyard_requests_total", labels) - value(&before, "switchyard_requests_total", labels)
+        value(&after, "switchyard_requests_total", labels)
+            - value(&before, "switchyard_requests_total", labels)
     };
     let m = ("model", "digits");
     assert_eq!(
-        delta(&[m, ("version", "1"), ("route", "stable"), ("protocol", "v2"), ("status", "2xx")]),
+        delta(&[
+            m,
+            ("version", "1"),
+            ("route", "stable"),
+            ("protocol", "v2"),
+            ("status", "2xx")
+        ]),
         7.0
     );
     assert_eq!(
-        delta(&[m, ("version", "2"), ("route", "explicit"), ("protocol", "v2"), ("status", "2xx")]),
+        delta(&[
+            m,
+            ("version", "2"),
+            ("route", "explicit"),
+            ("protocol", "v2"),
+            ("status", "2xx")
+        ]),
         5.0
     );
     assert_eq!(
-        delta(&[m, ("version", "1"), ("route", "label"), ("protocol", "v1"), ("status", "2xx")]),
+        delta(&[
+            m,
+            ("version", "1"),
+            ("route", "label"),
+            ("protocol", "v1"),
+            ("status", "2xx")
+        ]),
         3.0
     );
     assert_eq!(delta(&[m, ("version", "2"), ("status", "4xx")]), 1.0);
     assert_eq!(delta(&[m]), 16.0);
-    assert!(!text.contains("\"nope\""), "unknown models must not become labels");
+    assert!(
+        !text.contains("\"nope\""),
+        "unknown models must not become labels"
+    );
 
     // histograms have buckets and a count per version
-    let count = |name: &str, v: &str| value(&after, name, &[m, ("version", v)]) - value(&before, name, &[m, ("version", v)]);
+    let count = |name: &str, v: &str| {
+        value(&after, name, &[m, ("version", v)]) - value(&before, name, &[m, ("version", v)])
+    };
     assert_eq!(count("switchyard_request_duration_seconds_count", "1"), 10.0);
     assert_eq!(count("switchyard_request_duration_seconds_count", "2"), 6.0);
     assert!(text.contains("switchyard_request_duration_seconds_bucket{"));
@@ -127,21 +159,51 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     assert!(count("switchyard_queue_wait_seconds_count", "2") >= 5.0);
     assert!(count("switchyard_batch_size_rows_count", "2") >= 1.0);
     // snapshot gauges
-    assert_eq!(value(&after, "switchyard_version_ready", &[m, ("version", "1")]), 1.0);
-    assert_eq!(value(&after, "switchyard_version_ready", &[m, ("version", "2")]), 1.0);
     assert_eq!(
-        value(&after, "switchyard_traffic_weight_basis_points", &[m, ("version", "1")]),
+        value(&after, "switchyard_version_ready", &[m, ("version", "1")]),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "switchyard_version_ready", &[m, ("version", "2")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "switchyard_traffic_weight_basis_points",
+            &[m, ("version", "1")]
+        ),
         10000.0
     );
-    assert_eq!(value(&after, "switchyard_circuit_state", &[m, ("version", "2")]), 0.0);
+    assert_eq!(
+        value(&after, "switchyard_circuit_state", &[m, ("version", "2")]),
+        0.0
+    );
     assert!(text.contains("switchyard_queue_depth_requests{"));
 
     // a canary policy shows in the weight gauge at the next scrape
-    s.set_policy("digits", json!({"stable": 1, "candidate": {"version": 2, "weight": 2500}}))
-        .await;
+    s.set_policy(
+        "digits",
+        json!({"stable": 1, "candidate": {"version": 2, "weight": 2500}}),
+    )
+    .await;
     let after = parse(&scrape(&s).await);
-    assert_eq!(value(&after, "switchyard_traffic_weight_basis_points", &[m, ("version", "2")]), 2500.0);
-    assert_eq!(value(&after, "switchyard_traffic_weight_basis_points", &[m, ("version", "1")]), 7500.0);
+    assert_eq!(
+        value(
+            &after,
+            "switchyard_traffic_weight_basis_points",
+            &[m, ("version", "2")]
+        ),
+        2500.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "switchyard_traffic_weight_basis_points",
+            &[m, ("version", "1")]
+        ),
+        7500.0
+    );
 
     // promtool agrees it is valid, lint-clean exposition
     let text = scrape(&s).await;
@@ -179,7 +241,13 @@ async fn responses_carry_a_request_id() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "req-42");
-    let resp = s.client.post(s.url("/v2/models/ids/infer")).json(&body).send().await.unwrap();
+    let resp = s
+        .client
+        .post(s.url("/v2/models/ids/infer"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let generated = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(generated.len(), 32, "{generated}");
     s.stop().await;

@@ -25,7 +25,9 @@ struct Stop(Child);
 
 impl Drop for Stop {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -56,15 +58,20 @@ async fn prometheus_scrapes_switchyard_and_sees_per_version_counts() {
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("prometheus {MISSING} ({e})"));
     let _prometheus = Stop(child);
-
 
     let query = |q: &'static str| {
         let client = s.client.clone();
@@ -97,7 +104,10 @@ async fn prometheus_scrapes_switchyard_and_sees_per_version_counts() {
         if counts.is_some_and(|c| value_of(&c, "1") == Some(1.0) && value_of(&c, "2") == Some(1.0)) {
             break;
         }
-        assert!(Instant::now() < deadline, "Prometheus did not scrape switchyard within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape switchyard within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for _ in 0..11 {
@@ -108,9 +118,11 @@ async fn prometheus_scrapes_switchyard_and_sees_per_version_counts() {
     }
     loop {
         let counts = query("sum by (version) (switchyard_requests_total{model=\"digits\"})").await;
-        let rates = query("sum by (version) (rate(switchyard_requests_total{model=\"digits\"}[1m])) > 0").await;
+        let rates =
+            query("sum by (version) (rate(switchyard_requests_total{model=\"digits\"}[1m])) > 0").await;
         if let (Some(counts), Some(rates)) = (counts, rates) {
-            if value_of(&counts, "2") == Some(12.0) && value_of(&counts, "1") == Some(5.0) && rates.len() == 2 {
+            if value_of(&counts, "2") == Some(12.0) && value_of(&counts, "1") == Some(5.0) && rates.len() == 2
+            {
                 break;
             }
             assert!(

@@ -33,7 +33,13 @@ async fn infer(
         .map(|v| v.to_str().unwrap().parse().unwrap());
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, route, version, retry, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        route,
+        version,
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +47,10 @@ async fn users_over_the_rate_limit_get_429_and_others_are_unaffected() {
     let repo = TestRepo::bundled(&["digits"]);
     // a second model with its own, stricter limit
     repo.add_version("models/digits/1", "strict", 1);
-    repo.config("strict", "[limits]\nrate_limit = \"1/60s\"\nrate_limit_burst = 2\n");
+    repo.config(
+        "strict",
+        "[limits]\nrate_limit = \"1/60s\"\nrate_limit_burst = 2\n",
+    );
     let s = TestServer::start_with(repo.path(), |c| c.rate_limit = Some("3/60s".parse().unwrap())).await;
     let row = vec![digits_samples()[0].0.clone()];
     let path = "/v2/models/digits/infer";
@@ -97,7 +106,10 @@ async fn users_over_the_rate_limit_get_429_and_others_are_unaffected() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("switchyard_rate_limited_total{model=\"digits\"}"), "{text}");
+    assert!(
+        text.contains("switchyard_rate_limited_total{model=\"digits\"}"),
+        "{text}"
+    );
     s.stop().await;
 }
 
@@ -112,8 +124,11 @@ async fn a_failing_candidate_opens_its_breaker_and_traffic_falls_back_to_stable(
         c.breaker_open_secs = 2;
     })
     .await;
-    s.set_policy("digits", json!({"stable": 1, "candidate": {"version": 3, "weight": 10000}}))
-        .await;
+    s.set_policy(
+        "digits",
+        json!({"stable": 1, "candidate": {"version": 3, "weight": 10000}}),
+    )
+    .await;
     let state = s.server.as_ref().unwrap().state.clone();
     let good = vec![digits_samples()[0].0.clone()];
     let bad = vec![vec![200.0; 64]];
@@ -135,7 +150,11 @@ async fn a_failing_candidate_opens_its_breaker_and_traffic_falls_back_to_stable(
     while opened.elapsed() < Duration::from_millis(1500) {
         let rows = if served % 2 == 0 { &bad } else { &good };
         let (st, route, version, _, body) = infer(&s, path, rows, &[]).await;
-        assert_eq!((st, route.as_str(), version.as_str()), (200, "fallback", "1"), "{body}");
+        assert_eq!(
+            (st, route.as_str(), version.as_str()),
+            (200, "fallback", "1"),
+            "{body}"
+        );
         served += 1;
     }
     assert!(served > 5, "only {served} requests during the open period");
@@ -143,7 +162,10 @@ async fn a_failing_candidate_opens_its_breaker_and_traffic_falls_back_to_stable(
     let (st, _, _, retry, body) = infer(&s, "/v2/models/digits/versions/3/infer", &good, &[]).await;
     assert_eq!(st, 503, "{body}");
     assert!(retry.unwrap() >= 1);
-    assert!(body["error"].as_str().unwrap().contains("circuit breaker"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("circuit breaker"),
+        "{body}"
+    );
     // after the open period a good probe closes it
     tokio::time::sleep(Duration::from_millis(2200).saturating_sub(opened.elapsed())).await;
     let (st, route, version, _, _) = infer(&s, path, &good, &[]).await;
@@ -207,7 +229,10 @@ async fn overload_is_refused_early_and_memory_stays_bounded() {
                     Ok(r) => {
                         let st = r.status().as_u16();
                         if st != 200 {
-                            assert!(r.headers().contains_key("retry-after"), "{st} without Retry-After");
+                            assert!(
+                                r.headers().contains_key("retry-after"),
+                                "{st} without Retry-After"
+                            );
                         }
                         let _ = r.bytes().await;
                         seen.push((st, t.elapsed()));
@@ -242,9 +267,18 @@ async fn overload_is_refused_early_and_memory_stays_bounded() {
         all.len(),
         rss_after as i64 - rss_before as i64
     );
-    assert!(by_status.keys().all(|st| matches!(st, 200 | 429 | 503)), "{by_status:?}");
-    assert!(by_status.get(&200).copied().unwrap_or(0) > 0, "nothing served: {by_status:?}");
-    assert!(by_status.get(&503).copied().unwrap_or(0) > 0, "nothing shed: {by_status:?}");
+    assert!(
+        by_status.keys().all(|st| matches!(st, 200 | 429 | 503)),
+        "{by_status:?}"
+    );
+    assert!(
+        by_status.get(&200).copied().unwrap_or(0) > 0,
+        "nothing served: {by_status:?}"
+    );
+    assert!(
+        by_status.get(&503).copied().unwrap_or(0) > 0,
+        "nothing shed: {by_status:?}"
+    );
     assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
     assert!(
         rss_after < rss_before + 200 * 1024,
@@ -259,7 +293,10 @@ async fn overload_is_refused_early_and_memory_stays_bounded() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("switchyard_load_shed_total{reason=\"in_flight\"}"), "{text}");
+    assert!(
+        text.contains("switchyard_load_shed_total{reason=\"in_flight\"}"),
+        "{text}"
+    );
     s.stop().await;
 }
 
@@ -281,7 +318,13 @@ async fn oversized_bodies_get_413_and_deadlines_504() {
     let (st, _, _, _, body) = infer(&s, "/v2/models/slow/infer", &rows, &[]).await;
     assert_eq!(st, 504, "model timeout_ms: {body}");
     // the header lowers the deadline ...
-    let (st, _, _, _, body) = infer(&s, "/v2/models/mlp_wide/infer", &rows, &[("x-request-timeout-ms", "1")]).await;
+    let (st, _, _, _, body) = infer(
+        &s,
+        "/v2/models/mlp_wide/infer",
+        &rows,
+        &[("x-request-timeout-ms", "1")],
+    )
+    .await;
     assert_eq!(st, 504, "{body}");
     assert!(body["error"].as_str().unwrap().contains("1 ms"), "{body}");
     let resp = s
@@ -294,11 +337,29 @@ async fn oversized_bodies_get_413_and_deadlines_504() {
         .unwrap();
     assert_eq!(resp.status(), 504);
     // ... but never raises it
-    let (st, _, _, _, body) = infer(&s, "/v2/models/slow/infer", &rows, &[("x-request-timeout-ms", "60000")]).await;
+    let (st, _, _, _, body) = infer(
+        &s,
+        "/v2/models/slow/infer",
+        &rows,
+        &[("x-request-timeout-ms", "60000")],
+    )
+    .await;
     assert_eq!(st, 504, "{body}");
-    let (st, _, _, _, _) = infer(&s, "/v2/models/mlp_wide/infer", &rows[..1], &[("x-request-timeout-ms", "5000")]).await;
+    let (st, _, _, _, _) = infer(
+        &s,
+        "/v2/models/mlp_wide/infer",
+        &rows[..1],
+        &[("x-request-timeout-ms", "5000")],
+    )
+    .await;
     assert_eq!(st, 200);
-    let (st, _, _, _, body) = infer(&s, "/v2/models/mlp_wide/infer", &rows[..1], &[("x-request-timeout-ms", "soon")]).await;
+    let (st, _, _, _, body) = infer(
+        &s,
+        "/v2/models/mlp_wide/infer",
+        &rows[..1],
+        &[("x-request-timeout-ms", "soon")],
+    )
+    .await;
     assert_eq!(st, 400, "{body}");
     s.stop().await;
 }

@@ -25,8 +25,8 @@ use axum::Router;
 use crate::config::Config;
 use crate::error::{error_body, ApiError};
 use crate::guard::Guard;
-use crate::telemetry::names;
 use crate::repository::Repository;
+use crate::telemetry::names;
 use crate::tensor::Tensor;
 use crate::traffic::shadow::{ShadowHub, ShadowJob};
 use crate::traffic::{Caller, Target};
@@ -90,7 +90,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::layer,
+        ))
         .with_state(state)
 }
 
@@ -226,13 +229,7 @@ impl Protocol {
 /// Records the outcome of one predict request that reached a version: the
 /// version's analysis window (what rollouts compare), its circuit breaker
 /// and the metrics.
-pub fn observe(
-    state: &AppState,
-    target: &Target,
-    protocol: Protocol,
-    status: StatusCode,
-    elapsed: Duration,
-) {
+pub fn observe(state: &AppState, target: &Target, protocol: Protocol, status: StatusCode, elapsed: Duration) {
     // Client errors (4xx) say nothing about the version; 5xx count against it.
     if !status.is_client_error() {
         target.runtime.window().record(!status.is_server_error(), elapsed);

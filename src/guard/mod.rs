@@ -209,10 +209,12 @@ pub fn spawn_sweeper(state: std::sync::Weak<AppState>, every: Duration) {
             let Some(state) = state.upgrade() else { return };
             let snapshot = state.repo.snapshot();
             state.guard.limits.sweep(|m| snapshot.models.contains_key(m));
-            state
-                .guard
-                .breakers
-                .retain(|m, v| snapshot.models.get(m).is_some_and(|e| e.versions.contains_key(&v)));
+            state.guard.breakers.retain(|m, v| {
+                snapshot
+                    .models
+                    .get(m)
+                    .is_some_and(|e| e.versions.contains_key(&v))
+            });
         }
     });
 }

@@ -44,7 +44,9 @@ impl std::str::FromStr for RateSpec {
             humantime::parse_duration(&format!("1{period}")).map_err(|_| bad())?
         };
         if count == 0 || period.is_zero() {
-            return Err(format!("rate '{s}' must allow at least one request in a non-zero period"));
+            return Err(format!(
+                "rate '{s}' must allow at least one request in a non-zero period"
+            ));
         }
         Ok(RateSpec { count, period })
     }
@@ -145,13 +147,21 @@ impl RateLimits {
     /// Counts one request of `user` (else `ip`) to `model`, whose
     /// config.toml says `limits`. `Err(seconds)` is the `Retry-After` of a
     /// refused request (at least 1).
-    pub fn check(&self, model: &str, limits: &LimitsConfig, user: Option<&str>, ip: IpAddr) -> Result<(), u64> {
+    pub fn check(
+        &self,
+        model: &str,
+        limits: &LimitsConfig,
+        user: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<(), u64> {
         let key = match user {
             Some(u) => Key::User(u.to_string()),
             None => Key::Ip(ip),
         };
         let result = match limits.rate_limit {
-            Some(spec) => self.model_limiter(model, spec, limits.rate_limit_burst).check(key, self.max_keys),
+            Some(spec) => self
+                .model_limiter(model, spec, limits.rate_limit_burst)
+                .check(key, self.max_keys),
             None => match &self.global {
                 Some(g) => g.check(key, self.max_keys),
                 None => return Ok(()),
@@ -238,7 +248,9 @@ mod tests {
             rate_limit: Some("1/60s".parse().unwrap()),
             rate_limit_burst: Some(2),
         };
-        assert!(limits.check("free", &LimitsConfig::default(), Some("a"), IP).is_ok());
+        assert!(limits
+            .check("free", &LimitsConfig::default(), Some("a"), IP)
+            .is_ok());
         assert!(limits.check("m", &own, Some("a"), IP).is_ok());
         assert!(limits.check("m", &own, Some("a"), IP).is_ok());
         assert!(limits.check("m", &own, Some("a"), IP).is_err());
@@ -254,6 +266,10 @@ mod tests {
         assert!(limits.keys() <= 51, "{} keys", limits.keys());
         std::thread::sleep(Duration::from_millis(20));
         limits.sweep(|_| true);
-        assert!(limits.keys() <= 1, "full buckets are forgotten; {} keys", limits.keys());
+        assert!(
+            limits.keys() <= 1,
+            "full buckets are forgotten; {} keys",
+            limits.keys()
+        );
     }
 }

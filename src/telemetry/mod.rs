@@ -89,7 +89,10 @@ fn describe() {
     describe_gauge!(RATE_LIMIT_KEYS, "Keys held by the rate limiters.");
     describe_counter!(LOAD_SHED_TOTAL, "Requests refused to protect the server.");
     describe_gauge!(IN_FLIGHT_REQUESTS, "Data-plane requests being served now.");
-    describe_gauge!(ROLLOUT_PHASE, "1 for the current rollout phase of a model, else 0.");
+    describe_gauge!(
+        ROLLOUT_PHASE,
+        "1 for the current rollout phase of a model, else 0."
+    );
     describe_gauge!(ROLLOUT_STEP, "Index of the current rollout step.");
     describe_counter!(ROLLOUT_ABORTED_TOTAL, "Rollouts aborted.");
 }

@@ -30,7 +30,11 @@ fn refresh(state: &AppState) {
             let labels = [("model", name.clone()), ("version", v.to_string())];
             let ready = matches!(entry.state, crate::repository::VersionState::Ready);
             gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
-            let weight = weights.iter().find(|(w, _)| *w == v).map(|(_, bp)| *bp).unwrap_or(0);
+            let weight = weights
+                .iter()
+                .find(|(w, _)| *w == v)
+                .map(|(_, bp)| *bp)
+                .unwrap_or(0);
             gauge!(names::TRAFFIC_WEIGHT_BASIS_POINTS, &labels).set(weight as f64);
             let depth = entry.runtime.as_ref().map(|r| r.queue_depth()).unwrap_or(0);
             gauge!(names::QUEUE_DEPTH_REQUESTS, &labels).set(depth as f64);

@@ -235,7 +235,11 @@ pub fn route_with(
                 ))
             }
             _ => {
-                let stable = m.policy.as_ref().map(|p| p.stable()).or_else(|| m.default_version());
+                let stable = m
+                    .policy
+                    .as_ref()
+                    .map(|p| p.stable())
+                    .or_else(|| m.default_version());
                 if let Some(stable) = stable.filter(|&s| s != version) {
                     version = stable;
                     route = Route::Fallback;
