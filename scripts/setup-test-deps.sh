@@ -3,9 +3,20 @@
 # - .venv/test: a Python venv with the stock clients of tests/clients/requirements.txt
 #   (tritonclient, kserve), used by tests/clients.rs. The venv is rebuilt when
 #   requirements.txt changes (its sha256 is stamped inside the venv).
+# - prometheus and promtool (Debian package prometheus), used by tests/metrics.rs,
+#   tests/prometheus.rs and deploy/prometheus/check.sh; installed with apt-get
+#   when missing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  command -v apt-get >/dev/null || { echo "setup-test-deps: install Prometheus (promtool and prometheus on PATH)" >&2; exit 1; }
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup-test-deps: installing the Debian package prometheus" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv/test

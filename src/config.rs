@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the models of a repository over HTTP.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Validate a model version before it takes traffic (SPEC §5.6).
     Validate(ValidateArgs),
     /// Drive rollouts through the admin API of a running server.
@@ -175,6 +175,37 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_SHADOW_QUEUE", default_value_t = 256)]
     pub shadow_queue: usize,
 
+    /// Per-user rate limit for every model without its own `[limits]`,
+    /// e.g. 100/60s (requests without a user key share a bucket per client
+    /// IP); unset = no limit.
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_parser = parse_rate)]
+    pub rate_limit: Option<crate::guard::RateSpec>,
+
+    /// Requests a user may send at once under --rate-limit (default: its count).
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Rate-limit keys (users, client IPs) remembered per limiter; beyond
+    /// it new callers share one bucket until idle keys are swept.
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_KEYS", default_value_t = 100_000)]
+    pub rate_limit_keys: usize,
+
+    /// Data-plane requests served at once; beyond: 503 with Retry-After.
+    #[arg(long, env = "SWITCHYARD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Consecutive failures (500/504) of a version that open its circuit breaker (0 = off).
+    #[arg(long, env = "SWITCHYARD_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// Failure share over 30 s (at least 20 requests) that opens a version's breaker (1 = off).
+    #[arg(long, env = "SWITCHYARD_BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+
+    /// Seconds an open breaker sends the version's traffic to stable before probing.
+    #[arg(long, env = "SWITCHYARD_BREAKER_OPEN_SECS", default_value_t = 10)]
+    pub breaker_open_secs: u64,
+
     /// How long a replaced stable version stays loaded for instant rollback.
     #[arg(long, env = "SWITCHYARD_ROLLBACK_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub rollback_window: std::time::Duration,
@@ -206,6 +237,15 @@ impl Config {
                 self.user_header
             ));
         }
+        if !(0.0..=1.0).contains(&self.breaker_failure_rate) {
+            return Err(format!(
+                "--breaker-failure-rate must be within 0..=1, got {}",
+                self.breaker_failure_rate
+            ));
+        }
+        if self.rate_limit_burst == Some(0) {
+            return Err("--rate-limit-burst must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -221,10 +261,15 @@ impl Cli {
     /// The serve config; panics for other subcommands (tests only).
     pub fn into_serve(self) -> Config {
         match self.command {
-            Command::Serve(c) => c,
+            Command::Serve(c) => *c,
             other => panic!("not a serve command: {other:?}"),
         }
     }
+}
+
+/// Parses rates like `100/60s`.
+pub fn parse_rate(s: &str) -> Result<crate::guard::RateSpec, String> {
+    s.parse()
 }
 
 /// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000`.
@@ -271,6 +316,22 @@ mod tests {
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.body_limit, 8 << 20);
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
+        assert_eq!(c.max_in_flight, 1024);
+        assert_eq!(c.rate_limit, None);
+        let c = Cli::parse_from([
+            "switchyard",
+            "serve",
+            "--rate-limit",
+            "100/60s",
+            "--rate-limit-burst",
+            "10",
+        ])
+        .into_serve();
+        let r = c.rate_limit.unwrap();
+        assert_eq!(
+            (r.count, r.period.as_secs(), c.rate_limit_burst),
+            (100, 60, Some(10))
+        );
         assert!(c.validate().is_ok());
     }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod repository;
 pub mod rollout;
 pub mod runtime;
@@ -68,9 +69,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         "the model repository {} is not a directory (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
         config.model_repository.display()
     );
+    telemetry::install_metrics();
     let config = Arc::new(config);
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
     let state = Arc::new(AppState::new(repo.clone(), config.clone()).map_err(anyhow::Error::msg)?);
+    guard::spawn_sweeper(Arc::downgrade(&state), std::time::Duration::from_secs(10));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -134,7 +137,7 @@ async fn serve(listener: TcpListener, app: axum::Router, drain: shutdown::Drain)
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(drain.finished())
         .await
 }
@@ -153,7 +156,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown::signal().await;
     tracing::info!("shutdown signal received; readiness is now 503, draining");
     match tokio::time::timeout(timeout, server.shutdown()).await {
-        Ok(result) => result,
+        Ok(result) => {
+            // Nothing is buffered in memory that must reach disk: metrics
+            // are scraped, logs are written line by line.
+            tracing::info!("drained; in-flight requests finished; exiting");
+            result
+        }
         Err(_) => anyhow::bail!("in-flight requests did not finish within {timeout:?}"),
     }
 }

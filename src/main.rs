@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(config) => {
             switchyard::telemetry::init_logging(config.log_format);
             runtime()
-                .and_then(|rt| rt.block_on(switchyard::run(config)))
+                .and_then(|rt| rt.block_on(switchyard::run(*config)))
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Validate(args) => switchyard::cli::validate(args),

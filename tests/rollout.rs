@@ -500,13 +500,22 @@ async fn a_shadow_rollout_passes_on_agreement_then_continues_into_a_canary() {
     let ev = events(&s).await;
     let verdict = ev
         .iter()
-        .find(|e| e["decision"].as_str().unwrap().starts_with("shadow verdict passed"))
+        .find(|e| {
+            e["decision"]
+                .as_str()
+                .unwrap()
+                .starts_with("shadow verdict passed")
+        })
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert!(verdict["metrics"]["shadow"]["compared"].as_u64().unwrap() >= 100);
     assert!(verdict["metrics"]["shadow"]["agreement"].as_f64().unwrap() >= 0.9);
     let mut weights: Vec<u64> = ev.iter().map(|e| e["weight"].as_u64().unwrap()).collect();
     weights.dedup();
-    assert_eq!(weights, vec![0, 5000, 10000], "shadow (0%) → canary 50% → promoted");
+    assert_eq!(
+        weights,
+        vec![0, 5000, 10000],
+        "shadow (0%) → canary 50% → promoted"
+    );
 
     // a shadow that disagrees too often is aborted
     let repo = repo_with(&[("tests/fixtures/models/digits_bad/1", 3)], "");

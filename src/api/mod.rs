@@ -25,8 +25,10 @@ use axum::Router;
 
 use crate::config::Config;
 use crate::error::{error_body, ApiError};
+use crate::guard::Guard;
 use crate::repository::Repository;
 use crate::rollout::controller::{Controller, LocalMetrics, LocalPolicies};
+use crate::telemetry::names;
 use crate::tensor::Tensor;
 use crate::traffic::shadow::{ShadowHub, ShadowJob};
 use crate::traffic::{Caller, Target};
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Recent request ids → (model, version), for feedback attribution.
     pub recent: feedback::RecentRequests,
     restored: AtomicBool,
+    /// Rate limits, circuit breakers, load shedding.
+    pub guard: Guard,
     /// The user-key header, parsed once.
     pub user_header: axum::http::HeaderName,
     shutting_down: AtomicBool,
@@ -54,10 +58,14 @@ impl AppState {
             .parse()
             .unwrap_or(axum::http::HeaderName::from_static("x-user-id"));
         let shadow = ShadowHub::start(config.shadow_queue);
+        let guard = Guard::new(&config);
+        let breakers = guard.breakers.clone();
         let metrics = Arc::new(LocalMetrics {
             repo: repo.clone(),
             shadow: shadow.clone(),
-            breakers: None,
+            breakers: Some(Arc::new(move |model: &str, version: u64| {
+                breakers.is_open(model, version)
+            })),
         });
         let sink = Arc::new(LocalPolicies(repo.clone()));
         let rollouts = Arc::new(Controller::open(&config.state_dir, repo.clone(), metrics, sink)?);
@@ -67,6 +75,7 @@ impl AppState {
             rollouts,
             recent: feedback::RecentRequests::default(),
             restored: AtomicBool::new(false),
+            guard,
             config,
             user_header,
             shutting_down: AtomicBool::new(false),
@@ -92,6 +101,12 @@ impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
+
+    /// True while the circuit breaker of `model` version `version` is open
+    /// (its versionless traffic falls back to stable).
+    pub fn breaker_open(&self, model: &str, version: u64) -> bool {
+        self.guard.breakers.is_open(model, version)
+    }
 }
 
 /// The data-plane router: V2, V1 and probes.
@@ -107,6 +122,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::layer,
+        ))
         .with_state(state)
 }
 
@@ -114,11 +133,24 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub fn admin_app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::live))
+        .route("/metrics", get(metrics))
         .merge(admin::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text (no token: it carries no secrets and
+/// the admin listener is on loopback unless a token is set).
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    let body = crate::telemetry::scrape(&state);
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -150,6 +182,23 @@ pub fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Caller<'h> {
     }
 }
 
+/// Routes a predict request on the current snapshot, respecting the
+/// circuit breakers (open → fallback to stable, or 503 for an explicit version).
+pub fn route(
+    state: &AppState,
+    model: &str,
+    selector: crate::traffic::VersionSelector<'_>,
+    caller: Caller<'_>,
+) -> Result<Target, crate::traffic::RouteError> {
+    let breakers = &state.guard.breakers;
+    let permits = |m: &str, v: u64| breakers.permits(m, v);
+    let guard = crate::traffic::Breakers {
+        permits: &permits,
+        retry_after_secs: breakers.open_for().as_secs().max(1),
+    };
+    crate::traffic::route_with(&state.repo.snapshot(), model, selector, caller, &guard)
+}
+
 /// The client's request id header, if any.
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
@@ -163,6 +212,11 @@ pub fn route_headers(resp: &mut Response, target: &Target) {
     let headers = resp.headers_mut();
     headers.insert("x-model-version", HeaderValue::from(target.version));
     headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    resp.extensions_mut().insert(crate::guard::Served {
+        model: target.model.name.clone(),
+        version: target.version,
+        route: target.route.name(),
+    });
 }
 
 /// Sends a copy of a served request to the shadow version, if the target
@@ -205,18 +259,39 @@ impl Protocol {
 }
 
 /// Records the outcome of one predict request that reached a version: the
-/// version's analysis window (what rollouts compare) and the metrics.
-pub fn observe(
-    _state: &AppState,
-    target: &Target,
-    _protocol: Protocol,
-    status: StatusCode,
-    elapsed: Duration,
-) {
+/// version's analysis window (what rollouts compare), its circuit breaker
+/// and the metrics.
+pub fn observe(state: &AppState, target: &Target, protocol: Protocol, status: StatusCode, elapsed: Duration) {
     // Client errors (4xx) say nothing about the version; 5xx count against it.
     if !status.is_client_error() {
         target.runtime.window().record(!status.is_server_error(), elapsed);
     }
+    // The breaker counts only what the version itself did wrong (500 from
+    // ORT, 504 deadline); 503 (queue full, unloading) is load, not a fault.
+    let outcome = match status {
+        s if s.is_success() => Some(true),
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::GATEWAY_TIMEOUT => Some(false),
+        _ => None,
+    };
+    let model = &target.model.name;
+    state.guard.breakers.record(model, target.version, outcome);
+    let version = target.version.to_string();
+    metrics::counter!(
+        names::REQUESTS_TOTAL,
+        "model" => model.clone(),
+        "version" => version.clone(),
+        "route" => target.route.name(),
+        "protocol" => protocol.name(),
+        "status" => names::status_class(status.as_u16()),
+    )
+    .increment(1);
+    metrics::histogram!(
+        names::REQUEST_DURATION_SECONDS,
+        "model" => model.clone(),
+        "version" => version,
+        "protocol" => protocol.name(),
+    )
+    .record(elapsed.as_secs_f64());
 }
 
 /// Remembers which version answered a request with an id (for feedback).

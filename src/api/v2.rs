@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{body_bytes, health, json, json_response, AppState};
 use crate::error::ApiError;
+use crate::guard::Peer;
 use crate::repository::ModelEntry;
 use crate::runtime::{Signature, TensorSpec};
 use crate::tensor::binary;
@@ -193,21 +194,24 @@ pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-leng
 
 async fn infer(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    run_infer(&state, &model, VersionSelector::Default, &headers, body).await
+    run_infer(&state, peer, &model, VersionSelector::Default, &headers, body).await
 }
 
 async fn infer_versioned(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     run_infer(
         &state,
+        peer,
         &model,
         VersionSelector::from_path(&version),
         &headers,
@@ -218,6 +222,7 @@ async fn infer_versioned(
 
 async fn run_infer(
     state: &AppState,
+    peer: Peer,
     model: &str,
     selector: VersionSelector<'_>,
     headers: &HeaderMap,
@@ -238,7 +243,10 @@ async fn run_infer(
     if body_user.is_some() {
         caller.user = body_user.as_deref();
     }
-    let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
+    if let Err(e) = crate::guard::check_rate(state, model, caller.user, peer) {
+        return e.into_response();
+    }
+    let target = match super::route(state, model, selector, caller) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -344,10 +352,11 @@ async fn infer_json(
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
+    let timeout = crate::guard::request_timeout(headers, target.runtime.config().timeout_ms)?;
     let mirror = target.shadow.as_ref().map(|_| inputs.clone());
     let outputs = target
         .runtime
-        .infer(inputs, None)
+        .infer(inputs, Some(timeout))
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
     let header_id = super::request_id(headers);

@@ -17,6 +17,8 @@ pub struct ModelConfig {
     /// TF Serving style names for versions.
     pub labels: BTreeMap<String, u64>,
     pub validation: ValidationConfig,
+    /// Per-model protection limits (`[limits]`).
+    pub limits: crate::guard::LimitsConfig,
 }
 
 /// Which versions on disk are served.
@@ -120,6 +122,9 @@ impl ModelConfig {
                 return Err(format!("labels.{label} must be a positive version"));
             }
         }
+        if self.limits.rate_limit_burst == Some(0) {
+            return Err("limits.rate_limit_burst must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -159,6 +164,21 @@ mod tests {
         std::fs::write(&path, "[execution]\ninstances = 0\n").unwrap();
         let err = ModelConfig::read(&path).unwrap_err();
         assert!(err.contains("execution.instances"), "{err}");
+    }
+
+    #[test]
+    fn limits_parse_and_unknown_limit_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[limits]\nrate_limit = \"10/1s\"\nrate_limit_burst = 5\n").unwrap();
+        let config = ModelConfig::read(&path).unwrap();
+        let rate = config.limits.rate_limit.unwrap();
+        assert_eq!((rate.count, rate.period.as_secs()), (10, 1));
+        assert_eq!(config.limits.rate_limit_burst, Some(5));
+        std::fs::write(&path, "[limits]\nrate = \"10/1s\"\n").unwrap();
+        assert!(ModelConfig::read(&path).unwrap_err().contains("rate"));
+        std::fs::write(&path, "[limits]\nrate_limit = \"often\"\n").unwrap();
+        assert!(ModelConfig::read(&path).unwrap_err().contains("not a rate"));
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Controller {
     pub fn restore(&self) {
         let active: Vec<Rollout> = self.current.lock().values().cloned().collect();
         for r in active {
+            crate::telemetry::set_rollout(&r.model, r.phase.name(), r.step);
             match self.sink.apply(&r.model, r.policy()) {
                 Ok(()) => {
                     tracing::info!(model = %r.model, phase = ?r.phase, step = r.step, weight = r.weight(), "rollout restored")
@@ -263,6 +264,10 @@ impl Controller {
     ) -> Result<(), RolloutError> {
         self.store.save(n, event).map_err(RolloutError::Internal)?;
         self.current.lock().insert(n.model.clone(), n.clone());
+        crate::telemetry::set_rollout(&n.model, n.phase.name(), n.step);
+        if n.phase == Phase::Aborted && before.is_some_and(|b| b.phase != Phase::Aborted) {
+            crate::telemetry::rollout_aborted(&n.model);
+        }
         if let Some(e) = event {
             tracing::info!(model = %n.model, rollout = n.id, phase = ?e.phase, step = e.step, weight = e.weight, actor = %e.actor, "{}", e.decision);
         }

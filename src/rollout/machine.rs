@@ -24,6 +24,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The name used in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Validating => "validating",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::Aborted => "aborted",
+        }
+    }
+
     /// Promoted and Aborted are final.
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Promoted | Phase::Aborted)

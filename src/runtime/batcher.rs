@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{Backend, Job, RuntimeError, VersionStats};
+use super::{Backend, Job, RunMetrics, RuntimeError, VersionStats};
 use crate::tensor::{Tensor, TensorData};
 
 pub(super) struct Worker {
@@ -22,6 +22,7 @@ pub(super) struct Worker {
     pub(super) max_batch: usize,
     pub(super) max_delay: Duration,
     pub(super) stats: Arc<VersionStats>,
+    pub(super) metrics: Arc<RunMetrics>,
     pub(super) output_count: usize,
 }
 
@@ -86,7 +87,9 @@ impl Worker {
             return;
         }
         for job in &live {
-            self.stats.queue.add_one(started - job.enqueued);
+            let waited = started - job.enqueued;
+            self.stats.queue.add_one(waited);
+            self.metrics.queue_wait.record(waited.as_secs_f64());
         }
         let requests = live.len();
         let (replies, counts, inputs) = split_jobs(live);
@@ -94,6 +97,8 @@ impl Worker {
         let built = Instant::now();
         let result = self.backend.run(inputs);
         let ran = Instant::now();
+        self.metrics.inference.record((ran - built).as_secs_f64());
+        self.metrics.batch_rows.record(total_rows as f64);
         let outcome = result.map_err(RuntimeError::Inference).and_then(|outputs| {
             if requests == 1 {
                 Ok(vec![outputs])

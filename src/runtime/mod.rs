@@ -79,6 +79,30 @@ pub trait Backend: Send {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
 }
 
+/// Metric handles of one version, registered once when it starts.
+pub(crate) struct RunMetrics {
+    pub(crate) inference: metrics::Histogram,
+    pub(crate) queue_wait: metrics::Histogram,
+    pub(crate) batch_rows: metrics::Histogram,
+    shed: metrics::Counter,
+}
+
+impl RunMetrics {
+    /// Handles labelled from a runtime label `<model>-<version>` (the
+    /// version is what follows the last `-`; model names may contain `-`).
+    fn new(label: &str) -> RunMetrics {
+        use crate::telemetry::names;
+        let (model, version) = label.rsplit_once('-').unwrap_or((label, ""));
+        let labels = [("model", model.to_string()), ("version", version.to_string())];
+        RunMetrics {
+            inference: metrics::histogram!(names::INFERENCE_DURATION_SECONDS, &labels),
+            queue_wait: metrics::histogram!(names::QUEUE_WAIT_SECONDS, &labels),
+            batch_rows: metrics::histogram!(names::BATCH_SIZE_ROWS, &labels),
+            shed: metrics::counter!(names::LOAD_SHED_TOTAL, "reason" => "queue_full"),
+        }
+    }
+}
+
 /// Work handed to a worker thread.
 struct Job {
     inputs: Vec<Tensor>,
@@ -90,6 +114,7 @@ struct Job {
 /// A loaded, running model version: the queue into its workers.
 pub struct VersionRuntime {
     signature: Arc<Signature>,
+    metrics: Arc<RunMetrics>,
     queue: Sender<Job>,
     config: ExecutionConfig,
     stats: Arc<VersionStats>,
@@ -106,6 +131,7 @@ impl VersionRuntime {
     ) -> std::io::Result<VersionRuntime> {
         let signature = Arc::new(signature);
         let stats = Arc::new(VersionStats::default());
+        let metrics = Arc::new(RunMetrics::new(label));
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.max_queue.max(1));
         let batching = if config.max_batch_size > 1 && signature.batchable() {
             config.max_batch_size
@@ -119,6 +145,7 @@ impl VersionRuntime {
                 max_batch: batching,
                 max_delay: Duration::from_micros(config.max_queue_delay_us),
                 stats: stats.clone(),
+                metrics: metrics.clone(),
                 output_count: signature.outputs.len(),
             };
             std::thread::Builder::new()
@@ -127,6 +154,7 @@ impl VersionRuntime {
         }
         Ok(VersionRuntime {
             signature,
+            metrics,
             queue: tx,
             config,
             stats,
@@ -181,6 +209,7 @@ impl VersionRuntime {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.record_failure(Duration::ZERO);
+                self.metrics.shed.increment(1);
                 return Err(RuntimeError::QueueFull(self.queue.len()));
             }
             Err(TrySendError::Disconnected(_)) => return Err(RuntimeError::Closed),

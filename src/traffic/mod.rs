@@ -93,6 +93,8 @@ pub enum RouteError {
     NotReady(String, u64, String),
     NoVersion(String),
     Broken(String, String),
+    /// The named version's circuit breaker is open (model, version, retry after seconds).
+    CircuitOpen(String, u64, u64),
 }
 
 impl From<RouteError> for ApiError {
@@ -116,6 +118,10 @@ impl From<RouteError> for ApiError {
             RouteError::Broken(m, reason) => ApiError::Unavailable {
                 message: format!("model '{m}' is unavailable: {reason}"),
                 retry_after_secs: None,
+            },
+            RouteError::CircuitOpen(m, v, secs) => ApiError::Unavailable {
+                message: format!("model '{m}' version {v} is failing: its circuit breaker is open"),
+                retry_after_secs: Some(secs),
             },
         }
     }
@@ -184,8 +190,63 @@ pub fn route(
     selector: VersionSelector<'_>,
     caller: Caller<'_>,
 ) -> Result<Target, RouteError> {
+    route_with(snapshot, name, selector, caller, &Breakers::none())
+}
+
+/// What routing needs from the circuit breakers.
+pub struct Breakers<'a> {
+    /// May a request go to (model, version) now? (false while its breaker is open)
+    pub permits: &'a dyn Fn(&str, u64) -> bool,
+    /// `Retry-After` for a refused explicit request.
+    pub retry_after_secs: u64,
+}
+
+impl Breakers<'static> {
+    /// No breakers: every version is permitted.
+    pub fn none() -> Breakers<'static> {
+        Breakers {
+            permits: &|_, _| true,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// [`route`] that respects circuit breakers: when the version the policy
+/// chose has an open breaker, the request falls back to the stable (or
+/// default) version with [`Route::Fallback`]; an explicit version or label
+/// whose breaker is open is refused (503 + `Retry-After`). When the stable
+/// version itself is the one failing there is nothing better, so it serves.
+pub fn route_with(
+    snapshot: &Snapshot,
+    name: &str,
+    selector: VersionSelector<'_>,
+    caller: Caller<'_>,
+    breakers: &Breakers<'_>,
+) -> Result<Target, RouteError> {
     let m = model(snapshot, name)?;
-    let (version, route) = version_for(m, selector, caller)?;
+    let (mut version, mut route) = version_for(m, selector, caller)?;
+    if !(breakers.permits)(name, version) {
+        match route {
+            Route::Explicit | Route::Label => {
+                return Err(RouteError::CircuitOpen(
+                    name.to_string(),
+                    version,
+                    breakers.retry_after_secs,
+                ))
+            }
+            _ => {
+                let stable = m
+                    .policy
+                    .as_ref()
+                    .map(|p| p.stable())
+                    .or_else(|| m.default_version());
+                if let Some(stable) = stable.filter(|&s| s != version) {
+                    version = stable;
+                    route = Route::Fallback;
+                }
+            }
+        }
+    }
     let runtime = ready_runtime(m, version)?;
     let shadow = match (&m.policy, selector) {
         (Some(p), VersionSelector::Default) => p

@@ -112,17 +112,33 @@ impl ShadowHub {
         if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
             let mut stats = self.stats.lock();
             pair_stats(&mut stats, &job.model, job.primary_version, job.shadow_version).dropped += 1;
+            metrics::counter!(
+                crate::telemetry::names::SHADOW_DROPPED_TOTAL,
+                "model" => job.model.clone(),
+                "version" => job.shadow_version.to_string(),
+            )
+            .increment(1);
             tracing::debug!(model = %job.model, "shadow queue full; copy dropped");
         }
     }
 
     fn record(&self, job: ShadowJob, shadow: Result<Vec<Tensor>, String>) {
+        let count = |result: &'static str| {
+            metrics::counter!(
+                crate::telemetry::names::SHADOW_COMPARISONS_TOTAL,
+                "model" => job.model.clone(),
+                "version" => job.shadow_version.to_string(),
+                "result" => result,
+            )
+            .increment(1)
+        };
         let mut stats = self.stats.lock();
         let st = pair_stats(&mut stats, &job.model, job.primary_version, job.shadow_version);
         let outputs = match shadow {
             Ok(outputs) => outputs,
             Err(e) => {
                 st.shadow_errors += 1;
+                count("error");
                 tracing::debug!(model = %job.model, error = %e, "shadow inference failed");
                 return;
             }
@@ -130,6 +146,7 @@ impl ShadowHub {
         let cmp = compare(&job.primary, &outputs);
         st.compared += 1;
         st.max_abs_diff = st.max_abs_diff.max(cmp.max_abs_diff);
+        count(if cmp.agree { "agree" } else { "disagree" });
         if cmp.agree {
             st.agreed += 1;
         } else {

@@ -28,6 +28,7 @@ use serde_json::json;
 
 use super::{body_bytes, json, json_response, AppState};
 use crate::error::{error_body, ApiError};
+use crate::guard::Peer;
 use crate::repository::{ModelEntry, VersionEntry, VersionState};
 use crate::runtime::{Signature, TensorSpec};
 use crate::traffic::{self, RouteError, Target, VersionSelector};
@@ -368,6 +369,7 @@ async fn metadata_labelled(
 
 async fn post_model(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     uri: Uri,
     headers: HeaderMap,
     Path(segment): Path<String>,
@@ -376,6 +378,7 @@ async fn post_model(
     let (model, verb) = split_verb(&segment);
     post(
         &state,
+        peer,
         model,
         Ok(VersionSelector::Default),
         verb,
@@ -388,6 +391,7 @@ async fn post_model(
 
 async fn post_versioned(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     uri: Uri,
     headers: HeaderMap,
     Path((model, segment)): Path<(String, String)>,
@@ -396,6 +400,7 @@ async fn post_versioned(
     let (version, verb) = split_verb(&segment);
     post(
         &state,
+        peer,
         &model,
         parse_version(&model, version),
         verb,
@@ -408,6 +413,7 @@ async fn post_versioned(
 
 async fn post_labelled(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     uri: Uri,
     headers: HeaderMap,
     Path((model, segment)): Path<(String, String)>,
@@ -416,6 +422,7 @@ async fn post_labelled(
     let (label, verb) = split_verb(&segment);
     post(
         &state,
+        peer,
         &model,
         Ok(VersionSelector::Label(label)),
         verb,
@@ -427,8 +434,10 @@ async fn post_labelled(
 }
 
 /// Dispatches a POST on its verb.
+#[allow(clippy::too_many_arguments)]
 async fn post(
     state: &AppState,
+    peer: Peer,
     model: &str,
     selector: Result<VersionSelector<'_>, ApiError>,
     verb: Option<Verb<'_>>,
@@ -464,7 +473,7 @@ async fn post(
             ),
         ),
         Some(Verb::Predict) => match selector {
-            Ok(selector) => run_predict(state, model, selector, headers, body).await,
+            Ok(selector) => run_predict(state, peer, model, selector, headers, body).await,
             Err(e) => e.into_response(),
         },
     }
@@ -472,6 +481,7 @@ async fn post(
 
 async fn run_predict(
     state: &AppState,
+    peer: Peer,
     model: &str,
     selector: VersionSelector<'_>,
     headers: &HeaderMap,
@@ -479,7 +489,10 @@ async fn run_predict(
 ) -> Response {
     let started = std::time::Instant::now();
     let caller = super::caller(state, headers);
-    let target = match traffic::route(&state.repo.snapshot(), model, selector, caller) {
+    if let Err(e) = crate::guard::check_rate(state, model, caller.user, peer) {
+        return e.into_response();
+    }
+    let target = match super::route(state, model, selector, caller) {
         Ok(t) => t,
         Err(e) => return route_error(e).into_response(),
     };
@@ -508,10 +521,11 @@ async fn predict_json(
 ) -> Result<Response, ApiError> {
     let model = target.model.name.as_str();
     let request = predict::decode_request(body, target.runtime.signature(), model)?;
+    let timeout = crate::guard::request_timeout(headers, target.runtime.config().timeout_ms)?;
     let mirror = target.shadow.as_ref().map(|_| request.inputs.clone());
     let outputs = target
         .runtime
-        .infer(request.inputs, None)
+        .infer(request.inputs, Some(timeout))
         .await
         .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
     let request_id = super::request_id(headers);

@@ -1,0 +1,75 @@
+//! The `/metrics` answer: snapshot gauges refreshed, then the registry rendered.
+
+use std::collections::HashSet;
+
+use parking_lot::Mutex;
+
+use super::names;
+use crate::api::AppState;
+
+/// Series set on the previous scrape, so versions that left the snapshot
+/// are set to 0 instead of keeping their last value.
+static SEEN: Mutex<Option<HashSet<(String, u64)>>> = Mutex::new(None);
+
+/// Refreshes the gauges that describe the current snapshot and renders the
+/// Prometheus text exposition.
+pub fn scrape(state: &AppState) -> String {
+    let handle = super::install_metrics();
+    refresh(state);
+    handle.run_upkeep();
+    handle.render()
+}
+
+fn refresh(state: &AppState) {
+    use metrics::gauge;
+    let snapshot = state.repo.snapshot();
+    let mut now = HashSet::new();
+    for (name, m) in &snapshot.models {
+        let weights = weights(m);
+        for (&v, entry) in &m.versions {
+            let labels = [("model", name.clone()), ("version", v.to_string())];
+            let ready = matches!(entry.state, crate::repository::VersionState::Ready);
+            gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
+            let weight = weights
+                .iter()
+                .find(|(w, _)| *w == v)
+                .map(|(_, bp)| *bp)
+                .unwrap_or(0);
+            gauge!(names::TRAFFIC_WEIGHT_BASIS_POINTS, &labels).set(weight as f64);
+            let depth = entry.runtime.as_ref().map(|r| r.queue_depth()).unwrap_or(0);
+            gauge!(names::QUEUE_DEPTH_REQUESTS, &labels).set(depth as f64);
+            let circuit = state.guard.breakers.state(name, v);
+            gauge!(names::CIRCUIT_STATE, &labels).set(circuit.gauge());
+            now.insert((name.clone(), v));
+        }
+    }
+    let mut seen = SEEN.lock();
+    if let Some(before) = seen.as_ref() {
+        for (name, v) in before.difference(&now) {
+            let labels = [("model", name.clone()), ("version", v.to_string())];
+            gauge!(names::VERSION_READY, &labels).set(0.0);
+            gauge!(names::TRAFFIC_WEIGHT_BASIS_POINTS, &labels).set(0.0);
+            gauge!(names::QUEUE_DEPTH_REQUESTS, &labels).set(0.0);
+        }
+    }
+    *seen = Some(now);
+    drop(seen);
+    gauge!(names::RATE_LIMIT_KEYS).set(state.guard.limits.keys() as f64);
+    gauge!(names::IN_FLIGHT_REQUESTS).set(state.guard.in_flight() as f64);
+}
+
+/// (version, basis points) of versionless traffic under the model's policy,
+/// or all of it to the default version without one.
+fn weights(m: &crate::repository::ModelEntry) -> Vec<(u64, u32)> {
+    const FULL: u32 = 10_000;
+    match &m.policy {
+        Some(p) => match &p.spec().candidate {
+            Some(c) if c.version != p.stable() => {
+                let w = c.weight.min(FULL);
+                vec![(c.version, w), (p.stable(), FULL - w)]
+            }
+            _ => vec![(p.stable(), FULL)],
+        },
+        None => m.default_version().map(|v| vec![(v, FULL)]).unwrap_or_default(),
+    }
+}
