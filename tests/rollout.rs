@@ -122,8 +122,12 @@ async fn start(s: &TestServer, spec: Value) -> Value {
     body
 }
 
+/// Analysis every second. The p95 limit is loose: debug builds on a shared
+/// 2-core machine have noisy latencies, and these tests are about the other
+/// checks (the p95 check itself is unit-tested in rollout::analysis).
 fn fast_analysis(min_requests: u64) -> Value {
-    json!({"interval": "1s", "min_requests": min_requests, "failure_limit": 2, "progress_deadline": "30s"})
+    json!({"interval": "1s", "min_requests": min_requests, "failure_limit": 2, "progress_deadline": "30s",
+           "max_p95_ratio": 5.0})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
