@@ -134,8 +134,8 @@ EOF
 }
 
 base_image() {
-  [ -f "$ROOTFS_TAR" ] || timed "rootfs (debootstrap)" make_rootfs
   if ! podman image exists "$BASE_IMAGE"; then
+    [ -f "$ROOTFS_TAR" ] || timed "rootfs (debootstrap)" make_rootfs
     log "importing the rootfs as $BASE_IMAGE"
     podman import --quiet \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -174,7 +174,7 @@ rust_image() {
 # --- 3. the image ------------------------------------------------------------
 build_image() {
   log "buildah bud -> $IMAGE"
-  buildah bud --pull=never --isolation chroot --format docker --layers "${build_volumes[@]}" \
+  buildah bud --pull=never --isolation chroot --format docker --layers --force-rm "${build_volumes[@]}" \
     --build-arg "RUST_IMAGE=$RUST_IMAGE" \
     --build-arg "RUNTIME_IMAGE=$BASE_IMAGE" \
     -t "$IMAGE" . >"$tmp/build.log" 2>&1 || { tail -n 60 "$tmp/build.log" >&2; die "buildah bud failed"; }
@@ -240,6 +240,14 @@ check_image() {
   expect_200 "GET /health" "http://$data/health"
   expect_200 "GET /ready" "http://$data/ready"
   expect_200 "GET /health (admin listener)" "http://$admin/health"
+  # The admin API wants the token from the environment (SPEC §6).
+  status=$(http_status "http://$admin/admin/v1/models")
+  if [ "$status" = 404 ]; then
+    log "skipped: no admin API in this build"
+  else
+    [ "$status" = 401 ] || die "GET /admin/v1/models without the token answered $status (want 401)"
+    expect_200 "GET /admin/v1/models with the token" -H "Authorization: Bearer $token" "http://$admin/admin/v1/models"
+  fi
 
   # The first held-out digit of models/digits/samples.json must get its label.
   python3 - models/digits/samples.json >"$tmp/request.json" 3>"$tmp/expected" <<'PY'
