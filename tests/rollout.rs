@@ -316,7 +316,10 @@ async fn blue_green_switches_back_when_the_post_switch_check_fails() {
     // either the post-switch analysis or the candidate's circuit breaker
     // (which aborts at once) ends it; both switch straight back
     let reason = r["reason"].as_str().unwrap();
-    assert!(reason.contains("switched back") || reason.contains("circuit breaker open"), "{r}");
+    assert!(
+        reason.contains("switched back") || reason.contains("circuit breaker open"),
+        "{r}"
+    );
     let (_, body) = s
         .post(
             "/v2/models/digits/infer",
