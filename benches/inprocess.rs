@@ -200,15 +200,20 @@ fn path(c: &mut Criterion) {
 
 fn router(c: &mut Criterion) {
     init_ort();
-    let config = Config::for_repository(root().join("models"));
+    let mut config = Config::for_repository(root().join("models"));
+    // the rollout store goes to a scratch directory, not into models/
+    config.state_dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
     repo.load_model("digits");
-    let state = Arc::new(AppState::new(repo, Arc::new(config)));
-    let app = switchyard::api::app(state);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // the state starts the shadow worker task, so it needs the runtime
+    let _enter = rt.enter();
+    let state = Arc::new(AppState::new(repo, Arc::new(config)).expect("state opens"));
+    state.mark_restored();
+    let app = switchyard::api::app(state);
     let uri = format!("/v2/models/digits/versions/{DIGITS_VERSION}/infer");
     let mut group = c.benchmark_group("router");
     for n in [1usize, 32] {
