@@ -154,6 +154,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server.addr
     );
     shutdown::signal().await;
+    // readiness turns 503 before anything else happens
+    server.state.begin_shutdown();
     tracing::info!("shutdown signal received; readiness is now 503, draining");
     match tokio::time::timeout(timeout, server.shutdown()).await {
         Ok(result) => {
