@@ -11,7 +11,7 @@ CONCURRENCY=${CONCURRENCY:-64}
 OHA=${OHA:-$(command -v oha || echo "$ROOT/.venv/tools/bin/oha")}
 [ -x "$OHA" ] || { echo "traffic_load: oha not found; run benches/load.sh once (it installs oha) or set OHA" >&2; exit 1; }
 scripts/setup-onnxruntime.sh
-cargo build --release --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
 port=$((20000 + RANDOM % 20000)); admin=$((port + 1))
 state=$(mktemp -d)
 ./target/release/switchyard serve --model-repository models --listen 127.0.0.1:$port \
