@@ -17,7 +17,7 @@ peers = sorted({r["server"] for r in rows if not r["server"].startswith("switchy
 ours = [s for s in ("switchyard", "switchyard-wide-batch") if any(k[0] == s for k in by)]
 lines = []
 for s in ours:
-    for (server, model, c), rps in sorted(by.items()):
+    for (server, model, c), rps in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2]))):
         if server != s:
             continue
         parts = [f"{p} {rps / by[(p, model, c)]:.1f}×" for p in peers if by.get((p, model, c))]
