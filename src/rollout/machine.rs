@@ -256,6 +256,13 @@ impl Rollout {
         self.reason = Some(reason);
     }
 
+    /// Aborts with `reason` and returns the controller's event for it.
+    fn abort_event(&mut self, reason: String, now: f64, metrics: Value) -> Event {
+        let decision = format!("aborted: {reason}");
+        self.abort(reason);
+        self.event(now, decision, metrics, "controller")
+    }
+
     /// Moves to the next step, or promotes after the last one. A step at
     /// 100% is the promotion itself.
     fn advance(&mut self, now: f64) -> String {
@@ -323,15 +330,10 @@ pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> (Rollout, Option<Even
         Phase::Progressing => {}
     }
     if obs.breaker_open {
-        n.abort(format!(
-            "circuit breaker open on candidate version {}",
-            r.candidate
-        ));
-        let e = n.event(
+        let e = n.abort_event(
+            format!("circuit breaker open on candidate version {}", r.candidate),
             now,
-            format!("aborted: {}", n.reason.clone().unwrap_or_default()),
             metrics,
-            "controller",
         );
         return (n, Some(e));
     }
@@ -373,15 +375,9 @@ pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> (Rollout, Option<Even
             let error_rate = errors as f64 / (compared + errors).max(1) as f64;
             let limit = r.spec.analysis.max_error_rate_delta;
             if agreement < min_agreement || error_rate > limit {
-                n.abort(format!(
+                let e = n.abort_event(format!(
                     "shadow verdict failed: agreement {agreement:.4} (min {min_agreement}), shadow error rate {error_rate:.4} (max {limit})"
-                ));
-                let e = n.event(
-                    now,
-                    format!("aborted: {}", n.reason.clone().unwrap_or_default()),
-                    metrics,
-                    "controller",
-                );
+                ), now, metrics);
                 return (n, Some(e));
             }
             let decision = n.advance(now);
@@ -451,20 +447,15 @@ pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> (Rollout, Option<Even
                     n.failures += 1;
                     n.inconclusive_since = None;
                     if n.failures >= r.spec.analysis.failure_limit {
-                        if stage == Stage::Switched {
-                            n.abort(format!(
+                        let reason = if stage == Stage::Switched {
+                            format!(
                                 "post-switch check failed: {why}; switched back to version {}",
                                 r.stable
-                            ));
+                            )
                         } else {
-                            n.abort(format!("analysis failed {} times: {why}", n.failures));
-                        }
-                        let e = n.event(
-                            now,
-                            format!("aborted: {}", n.reason.clone().unwrap_or_default()),
-                            metrics,
-                            "controller",
-                        );
+                            format!("analysis failed {} times: {why}", n.failures)
+                        };
+                        let e = n.abort_event(reason, now, metrics);
                         (n, Some(e))
                     } else {
                         let e = n.event(
@@ -510,15 +501,13 @@ fn hold_inconclusive(
     n.inconclusive_since = Some(since);
     let deadline = r.spec.analysis.progress_deadline.as_secs_f64();
     if now - since >= deadline {
-        n.abort(format!(
-            "progress deadline of {}s passed while inconclusive: {why}",
-            deadline as u64
-        ));
-        let e = n.event(
+        let e = n.abort_event(
+            format!(
+                "progress deadline of {}s passed while inconclusive: {why}",
+                deadline as u64
+            ),
             now,
-            format!("aborted: {}", n.reason.clone().unwrap_or_default()),
             metrics,
-            "controller",
         );
         return (n, Some(e));
     }
