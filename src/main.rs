@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchyard::config::{Cli, Command};
 
+/// mimalloc instead of glibc malloc: the request path allocates small
+/// buffers on one thread and frees them on another, where glibc's arenas
+/// spent a sixth of the server's CPU at c=64 (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = || {
@@ -15,7 +21,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => {
-            switchyard::telemetry::init_logging(config.log_format);
+            let _log = switchyard::telemetry::init_logging(config.log_format);
             runtime()
                 .and_then(|rt| rt.block_on(switchyard::run(*config)))
                 .map(|()| ExitCode::SUCCESS)

@@ -1,5 +1,7 @@
 //! Graceful shutdown of the real binary: SIGTERM → readiness 503 at once,
-//! serving continues for --drain-secs, accepted requests finish, exit 0.
+//! serving continues for --drain-secs, accepted requests finish, exit 0,
+//! and the request log (written by a background thread) holds a line for
+//! every answered request when the process has exited.
 
 mod common;
 
@@ -32,6 +34,8 @@ async fn sigterm_drains_then_exits_zero() {
     const DRAIN_SECS: u64 = 2;
     let repo = TestRepo::bundled(&["digits"]);
     let (port, admin_port) = (free_port(), free_port());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("stdout.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["serve", "--model-repository"])
         .arg(repo.path())
@@ -43,7 +47,7 @@ async fn sigterm_drains_then_exits_zero() {
             "--shutdown-timeout-secs",
             "10",
         ])
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&log_path).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the switchyard binary starts");
@@ -71,6 +75,15 @@ async fn sigterm_drains_then_exits_zero() {
     }
 
     let body = digits_request(&[digits_samples()[0].0.clone()]).to_string();
+    let tagged = client
+        .post(format!("{base}/v2/models/digits/infer"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "drain-log-check")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tagged.status(), 200);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut streams = Vec::new();
@@ -178,4 +191,30 @@ async fn sigterm_drains_then_exits_zero() {
         exited >= Duration::from_secs(DRAIN_SECS),
         "stopped before the drain ended"
     );
+
+    // every answered request was logged, the last ones flushed at exit;
+    // stdout is a file, so the lines carry no terminal colour codes
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let predict_lines: Vec<&str> = log.lines().filter(|l| l.contains(" predict ")).collect();
+    assert!(
+        predict_lines.len() > t.ok,
+        "{} predict log lines for {} answered requests (+1 tagged)",
+        predict_lines.len(),
+        t.ok
+    );
+    let line = predict_lines
+        .iter()
+        .find(|l| l.contains("request_id=drain-log-check"))
+        .unwrap_or_else(|| panic!("no log line for the tagged request in:\n{log}"));
+    for field in [
+        "model=digits",
+        "version=1",
+        "route=",
+        "status=200",
+        "latency_ms=",
+        "method=POST",
+    ] {
+        assert!(line.contains(field), "'{field}' missing from {line}");
+    }
+    assert!(!log.contains('\u{1b}'), "colour codes in a log written to a file");
 }

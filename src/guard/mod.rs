@@ -178,19 +178,19 @@ pub async fn layer(State(state): State<Arc<AppState>>, mut req: Request, next: N
         }
     };
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let mut resp = next.run(req).await;
     drop(permit);
     if let Some(served) = resp.extensions().get::<Served>() {
         tracing::info!(
-            request_id = %String::from_utf8_lossy(id.as_bytes()),
+            request_id = %id.to_str().unwrap_or("(not visible ASCII)"),
             model = %served.model,
             version = served.version,
             route = served.route,
             status = resp.status().as_u16(),
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             %method,
-            path = %path,
+            path = %uri.path(),
             "predict"
         );
     }
