@@ -68,12 +68,16 @@ pub struct OnnxBackend {
 
 impl OnnxBackend {
     /// Opens `model` with `intra_op_threads` threads. Errors carry ORT's
-    /// message, which the caller logs and summarises.
+    /// message, which the caller logs and summarises. The intra-op threads
+    /// sleep between runs instead of spinning: on a box shared with the HTTP
+    /// side, spinning threads take the cores that requests need (mlp_wide,
+    /// 2 threads, c=64: 8,700 req/s without spinning, BENCHMARKS.md).
     pub fn open(model: &Path, intra_op_threads: usize) -> Result<(OnnxBackend, Signature), String> {
         let env = environment().ok_or("ONNX Runtime is not initialised")?;
         let mut builder = Session::builder(env)
             .and_then(|b| b.with_intra_threads(intra_op_threads.max(1)).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
             .map_err(|e| e.to_string())?;
         let session = builder.commit_from_file(model).map_err(|e| e.to_string())?;
         let signature = Signature {
