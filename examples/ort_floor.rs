@@ -1,12 +1,15 @@
 //! The floor under any server: bare ONNX Runtime time for one row, with the
 //! server's own backend (`OnnxBackend`, 1 intra-op thread) on this thread.
 //!
-//! `cargo run --release --example ort_floor -- [--secs S] MODEL_DIR...`
+//! `cargo run --release --example ort_floor -- [--secs S] [--gap-us G] MODEL_DIR...`
 //! runs the first held-out row of each `MODEL_DIR/samples.json` (else zeros)
 //! through `MODEL_DIR/<version>/model.onnx` at batch 1 and 32, for about S
 //! seconds each (default 1), and prints one tab-separated line per case:
 //! `model  version  batch  median_us_per_batch  median_us_per_row  runs`.
-//! `benches/load.sh` prints it next to the HTTP figures.
+//! `benches/load.sh` prints it next to the HTTP figures. `--gap-us G` sleeps
+//! G µs between timed runs, as a worker thread at low load does between
+//! requests: the run then starts on a cold core (caches, idle state), which
+//! is what a c=1 request pays.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use switchyard::tensor::{Tensor, TensorData};
 
 fn main() -> Result<(), String> {
     let mut secs = 1.0f64;
+    let mut gap = Duration::ZERO;
     let mut dirs: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -26,12 +30,18 @@ fn main() -> Result<(), String> {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .ok_or("--secs needs a number")?;
+        } else if a == "--gap-us" {
+            gap = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_micros)
+                .ok_or("--gap-us needs a number")?;
         } else {
             dirs.push(a);
         }
     }
     if dirs.is_empty() {
-        return Err("usage: ort_floor [--secs S] MODEL_DIR[:VERSION]...".into());
+        return Err("usage: ort_floor [--secs S] [--gap-us G] MODEL_DIR[:VERSION]...".into());
     }
     onnx::init(&onnx::default_library_path())?;
     println!("model\tversion\tbatch\tmedian_us_per_batch\tmedian_us_per_row\truns");
@@ -68,6 +78,9 @@ fn main() -> Result<(), String> {
             let start = Instant::now();
             while start.elapsed() < budget || times.len() < 10 {
                 let input = inputs.clone();
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
                 let t = Instant::now();
                 backend.run(input)?;
                 times.push(t.elapsed());
