@@ -1,6 +1,6 @@
 """The server most teams write by hand: FastAPI + onnxruntime, V2-compatible.
 
-One ORT session per model (CPU, 1 intra-op thread, 1 inter-op thread),
+One ORT session per model (CPU, threads as switchyard's config.toml: peer_ort.py),
 pydantic request models, a plain `def` handler (FastAPI runs it in its thread
 pool; ORT releases the GIL while it runs). Serves exactly the files
 switchyard serves: digits version 2 (the MLP) and mlp_wide version 1.
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import numpy as np
-import onnxruntime as ort
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
+
+from peer_ort import open_session
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY", ROOT / "models"))
@@ -38,17 +39,10 @@ V2_NAMES = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
             np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}
 
 
-def open_session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 # Not in the launcher process (`python fastapi_server.py`): uvicorn imports
 # this module again by name in the process that serves.
 SESSIONS = {} if __name__ == "__main__" else {
-    m: open_session(REPOSITORY / m / v / "model.onnx") for m, v in MODELS.items()
+    m: open_session(REPOSITORY, m, v) for m, v in MODELS.items()
 }
 
 

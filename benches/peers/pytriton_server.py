@@ -4,7 +4,8 @@ python backend, and an onnxruntime session per model in this process.
 Serves exactly the files switchyard serves, under the same names and versions
 (digits version 2 = the MLP, mlp_wide version 1), with Triton's dynamic
 batcher on (max_batch_size 64, max_queue_delay 500 µs, as digits' config.toml
-in switchyard), one instance per model, ORT with 1 intra-op thread. The V2
+in switchyard), one instance per model, ORT threads as switchyard's
+config.toml gives them (peer_ort.py). The V2
 HTTP endpoint is Triton's own, so the same JSON request works:
 
     LD_LIBRARY_PATH=$(python -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))') \
@@ -24,18 +25,13 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
+from peer_ort import open_session
+
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY", ROOT / "models"))
 MODELS = {"digits": 2, "mlp_wide": 1}
 MAX_BATCH = 64
 MAX_QUEUE_DELAY_US = 500
-
-
-def open_session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def make_infer(session: ort.InferenceSession):
@@ -68,7 +64,7 @@ def main() -> None:
     )
     with Triton(config=config) as triton:
         for name, version in MODELS.items():
-            session = open_session(REPOSITORY / name / str(version) / "model.onnx")
+            session = open_session(REPOSITORY, name, version)
             triton.bind(
                 model_name=name,
                 model_version=version,

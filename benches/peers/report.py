@@ -14,7 +14,7 @@ for r in rows:
 # switchyard against each peer, same model and concurrency.
 by = {(r["server"], r["model"], r["concurrency"]): float(r["req_s"]) for r in rows}
 peers = sorted({r["server"] for r in rows if not r["server"].startswith("switchyard")})
-ours = [s for s in ("switchyard", "switchyard-wide-batch") if any(k[0] == s for k in by)]
+ours = [s for s in ("switchyard", "switchyard-1thread") if any(k[0] == s for k in by)]
 lines = []
 for s in ours:
     for (server, model, c), rps in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2]))):

@@ -10,11 +10,12 @@
 #   pytriton                  Triton 2.51 (bundled with nvidia-pytriton) + python backend + onnxruntime,
 #                             dynamic batching on (pytriton_server.py)
 #   switchyard                target/release/switchyard on models/ as committed
-#   switchyard-wide-batch     the same, with mlp_wide given digits' [execution] section
-#                             (max_batch_size 64, 500 µs) in a temporary copy of the repository
+#   switchyard-1thread        the same, with mlp_wide on 1 intra-op thread instead of its
+#                             config's 2, in a temporary copy of the repository (an ablation)
 #
 # Models: digits version 2 (the MLP) and mlp_wide version 1, the same
-# .onnx files everywhere, ORT with 1 intra-op thread everywhere. Request: the
+# .onnx files everywhere, ORT threads as each model's config.toml says, for
+# every server (digits 1, mlp_wide 2; peer_ort.py), spinning off. Request: the
 # first held-out digits row as a 1-row V2 JSON body (benches/lib.sh write_body).
 # For each server, model and concurrency: WARMUP seconds of oha (discarded),
 # then DURATION seconds measured; the server's CPU is utime+stime of its whole
@@ -34,7 +35,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 CONCURRENCY=${CONCURRENCY:-1 8 64}
 MODELS=${MODELS:-digits mlp_wide}
-SERVERS=${SERVERS:-fastapi-1w fastapi-2w fastapi-2w-asyncio fastapi-2w-asyncio-nodelay pytriton switchyard switchyard-wide-batch}
+SERVERS=${SERVERS:-fastapi-1w fastapi-2w fastapi-2w-asyncio fastapi-2w-asyncio-nodelay pytriton switchyard switchyard-1thread}
 OUT=${OUT:-bench-results/peers-$(date -u +%Y%m%dT%H%M%SZ)}
 WRITE_BENCHMARKS=${WRITE_BENCHMARKS:-1}
 VENV=$BENCH_ROOT/.venv/peers
@@ -64,22 +65,18 @@ BODY=$OUT/request.json
 write_body "$BODY"
 CLK_TCK=$(getconf CLK_TCK)
 
-# A copy of the repository where mlp_wide batches like digits (models/ untouched).
-WIDE_REPO=$OUT/repo-wide-batch
-rm -rf "$WIDE_REPO"
-mkdir -p "$WIDE_REPO"
+# A copy of the repository where mlp_wide runs on 1 intra-op thread (models/ untouched).
+ONE_THREAD_REPO=$OUT/repo-1thread
+rm -rf "$ONE_THREAD_REPO"
+mkdir -p "$ONE_THREAD_REPO"
 for m in models/*/; do
   m=$(basename "$m")
-  mkdir -p "$WIDE_REPO/$m"
-  for f in models/"$m"/*; do ln -s "$BENCH_ROOT/$f" "$WIDE_REPO/$m/$(basename "$f")"; done
+  mkdir -p "$ONE_THREAD_REPO/$m"
+  for f in models/"$m"/*; do ln -s "$BENCH_ROOT/$f" "$ONE_THREAD_REPO/$m/$(basename "$f")"; done
 done
-cat >"$WIDE_REPO/mlp_wide/config.toml" <<'EOF'
-[execution]
-instances = 1
-intra_op_threads = 1
-max_batch_size = 64
-max_queue_delay_us = 500
-EOF
+rm "$ONE_THREAD_REPO/mlp_wide/config.toml"
+sed 's/^intra_op_threads = .*/intra_op_threads = 1/' models/mlp_wide/config.toml >"$ONE_THREAD_REPO/mlp_wide/config.toml"
+grep -q '^intra_op_threads = 1$' "$ONE_THREAD_REPO/mlp_wide/config.toml" || die "could not set mlp_wide to 1 thread"
 
 # --- servers -----------------------------------------------------------------
 SERVER_PID=
@@ -104,9 +101,9 @@ start_server() {
       LD_LIBRARY_PATH=$PY_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$PY" benches/peers/pytriton_server.py \
         --http-port "$port" --grpc-port "$(free_port)" --metrics-port "$(free_port)" >"$log" 2>&1 &
       ;;
-    switchyard | switchyard-wide-batch)
+    switchyard | switchyard-1thread)
       local repo=models
-      [ "$name" = switchyard-wide-batch ] && repo=$WIDE_REPO
+      [ "$name" = switchyard-1thread ] && repo=$ONE_THREAD_REPO
       target/release/switchyard serve --model-repository "$repo" --listen "127.0.0.1:$port" \
         --admin-listen "127.0.0.1:$(free_port)" >"$log" 2>&1 &
       ;;
