@@ -39,6 +39,9 @@ floor_args=()
 for m in $MODELS; do floor_args+=("$MODEL_REPOSITORY/$m:$(version_of "$m")"); done
 log "measuring the bare ONNX Runtime time per row (ort_floor)"
 target/release/examples/ort_floor --secs 2 "${floor_args[@]}" | tee "$OUT/ort_floor.tsv" >&2
+# The same with the core idle for 200 µs before each run, as a worker at c=1
+# sees it (about one request round trip).
+target/release/examples/ort_floor --secs 2 --gap-us 200 "${floor_args[@]}" | tee "$OUT/ort_floor_cold.tsv" >&2
 
 PORT=$(free_port)
 ADMIN_PORT=$(free_port)
@@ -51,6 +54,12 @@ SERVER=$!
 trap 'stop_pid $SERVER' EXIT
 wait_http "http://127.0.0.1:$PORT/ready" "$SERVER" 120 || { tail -20 "$OUT/server.log" >&2; exit 1; }
 log "switchyard ready on 127.0.0.1:$PORT (pid $SERVER); ${DURATION}s per case"
+
+# The HTTP floor: an empty GET (/v2/health/live) at c=1, no model involved.
+timeout --kill-after=10 $((DURATION + 60)) "$OHA_BIN" --no-tui --output-format json -w -z "${DURATION}s" -c 1 \
+  "http://127.0.0.1:$PORT/v2/health/live" >"$OUT/live-c1.json" || die "oha failed on /v2/health/live"
+read -r live_rps live_p50 live_p99 _ < <(oha_row "$OUT/live-c1.json")
+log "GET /v2/health/live c=1: $live_rps req/s, p50 $live_p50 ms, p99 $live_p99 ms"
 
 failed=0
 rows=()
@@ -81,8 +90,13 @@ trap - EXIT
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "bare ORT (examples/ort_floor, OnnxBackend, 1 intra-op thread, median):"
+  echo "The HTTP floor: \`GET /v2/health/live\` (no model, no body) at c=1: p50 $live_p50 ms, p99 $live_p99 ms ($live_rps req/s)."
+  echo
+  echo "bare ORT (examples/ort_floor, OnnxBackend, 1 intra-op thread, median), back to back:"
   column -t -s $'\t' "$OUT/ort_floor.tsv" | sed 's/^/    /'
+  echo
+  echo "and with the core idle for 200 µs before each run (\`--gap-us 200\`, what a c=1 request meets):"
+  column -t -s $'\t' "$OUT/ort_floor_cold.tsv" | sed 's/^/    /'
 } | tee "$OUT/table.md"
 
 if [ "$WRITE_BENCHMARKS" = 1 ]; then
