@@ -9,16 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{digits_request, digits_samples, TestRepo};
+use common::{digits_request, digits_samples, free_port, TestRepo};
 use parking_lot::Mutex;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[derive(Default, Debug)]
 struct Tally {

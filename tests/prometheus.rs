@@ -7,18 +7,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_request, digits_samples, root, TestRepo, TestServer};
+use common::{digits_request, digits_samples, free_port, root, TestRepo, TestServer};
 use serde_json::Value;
 
 const MISSING: &str = "is missing: run `make setup-test` (installs the Debian package prometheus)";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Stops a child by its PID (SIGTERM, then waits).
 struct Stop(Child);

@@ -3,24 +3,15 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_request, digits_samples, TestRepo};
+use common::{digits_request, digits_samples, free_port, TestRepo};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "t0ken";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     child: Child,

@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchyard::{Config, Server};
 
+/// A TCP port free on 127.0.0.1 right now (for servers started as a
+/// separate process, which cannot report a `:0` port back).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The crate root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
