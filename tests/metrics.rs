@@ -58,21 +58,13 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(s: &TestServer) -> String {
-    let resp = s.client.get(format!("{}/metrics", s.admin)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/plain"), "{ct}");
-    resp.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     // digits 1 and 2 served; versionless requests go to the stable label (1)
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start_with(repo.path(), |c| c.admin_token = Some("s3cret".into())).await;
     let row = digits_samples()[0].0.clone();
-    let before = parse(&scrape(&s).await);
+    let before = parse(&s.metrics().await);
 
     let body = digits_request(std::slice::from_ref(&row));
     for _ in 0..7 {
@@ -104,7 +96,7 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     let (st, _) = s.post("/v2/models/nope/infer", &body).await;
     assert_eq!(st, 404);
 
-    let text = scrape(&s).await;
+    let text = s.metrics().await;
     let after = parse(&text);
     let delta = |labels: &[(&str, &str)]| {
         value(&after, "switchyard_requests_total", labels)
@@ -187,7 +179,7 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
         json!({"stable": 1, "candidate": {"version": 2, "weight": 2500}}),
     )
     .await;
-    let after = parse(&scrape(&s).await);
+    let after = parse(&s.metrics().await);
     assert_eq!(
         value(
             &after,
@@ -206,7 +198,7 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     );
 
     // promtool agrees it is valid, lint-clean exposition
-    let text = scrape(&s).await;
+    let text = s.metrics().await;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

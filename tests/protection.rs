@@ -97,15 +97,7 @@ async fn users_over_the_rate_limit_get_429_and_others_are_unaffected() {
     assert_eq!(infer(&s, strict, &row, &[("x-user-id", "carol")]).await.0, 200);
     assert_eq!(infer(&s, strict, &row, &[("x-user-id", "carol")]).await.0, 429);
     // counted
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("switchyard_rate_limited_total{model=\"digits\"}"),
         "{text}"
@@ -284,15 +276,7 @@ async fn overload_is_refused_early_and_memory_stays_bounded() {
         rss_after < rss_before + 200 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("switchyard_load_shed_total{reason=\"in_flight\"}"),
         "{text}"

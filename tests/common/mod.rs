@@ -198,6 +198,20 @@ impl TestServer {
         assert_eq!(st, 200, "policy rejected: {body}");
     }
 
+    /// `GET /metrics` on the admin listener: 200, Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        resp.text().await.unwrap()
+    }
+
     /// The snapshot of the running server.
     pub fn snapshot(&self) -> std::sync::Arc<switchyard::repository::Snapshot> {
         self.server.as_ref().unwrap().state.repo.snapshot()
