@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use common::{digits_request, digits_samples, TestRepo, TestServer};
 use serde_json::{json, Value};
 
+/// The overload test measures the RSS of this whole test process and drives
+/// 300 clients; the oversized-body test holds multi-MiB bodies. Run side by
+/// side (one binary, parallel tests) each disturbs the other, so they take
+/// turns.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// POSTs a digits V2 body; (status, x-route, x-model-version, Retry-After, body).
 async fn infer(
     s: &TestServer,
@@ -181,6 +187,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_early_and_memory_stays_bounded() {
+    let _turn = HEAVY.lock().await;
     const CLIENTS: usize = 300;
     const SECONDS: u64 = 10;
     let repo = TestRepo::bundled(&["mlp_wide"]);
@@ -286,6 +293,7 @@ async fn overload_is_refused_early_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_deadlines_504() {
+    let _turn = HEAVY.lock().await;
     let repo = TestRepo::bundled(&["mlp_wide"]);
     repo.add_version("models/mlp_wide/1", "slow", 1);
     repo.config("slow", "[execution]\ntimeout_ms = 1\n");
