@@ -298,13 +298,29 @@ async fn oversized_bodies_get_413_and_deadlines_504() {
     repo.add_version("models/mlp_wide/1", "slow", 1);
     repo.config("slow", "[execution]\ntimeout_ms = 1\n");
     let s = TestServer::start_with(repo.path(), |c| c.body_limit = 1 << 20).await;
-    // 413 with a JSON error
+    // 413 with a JSON error. The server answers before reading the whole
+    // body and then closes the connection, so each oversized request goes
+    // on a fresh connection (a pooled one may be closing under it).
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = "x".repeat(2 << 20);
-    let (st, body) = s.post_raw("/v2/models/mlp_wide/infer", big.clone()).await;
-    assert_eq!(st, 413, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
-    let (st, body) = s.post_raw("/v1/models/mlp_wide:predict", big).await;
-    assert_eq!(st, 413, "{body}");
+    for path in ["/v2/models/mlp_wide/infer", "/v1/models/mlp_wide:predict"] {
+        let resp = fresh
+            .post(s.url(path))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("limit"),
+            "{path}: {body}"
+        );
+    }
     // 256 rows of the wide MLP take well over a millisecond
     let rows: Vec<Vec<f64>> = (0..256).map(|i| digits_samples()[i % 20].0.clone()).collect();
     let (st, _, _, _, body) = infer(&s, "/v2/models/slow/infer", &rows, &[]).await;
