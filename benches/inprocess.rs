@@ -30,10 +30,10 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use serde::Serialize;
 use tower::ServiceExt;
 
-use switchyard::api::AppState;
 use switchyard::repository::Repository;
 use switchyard::runtime::onnx::{self, OnnxBackend};
 use switchyard::runtime::{Backend, VersionRuntime};
+use switchyard::serving::AppState;
 use switchyard::tensor::json::{decode, FlatJson};
 use switchyard::tensor::{DataType, Tensor, TensorData};
 use switchyard::Config;
@@ -211,7 +211,7 @@ fn router(c: &mut Criterion) {
         .expect("tokio runtime");
     // the state starts the shadow worker task, so it needs the runtime
     let _enter = rt.enter();
-    let state = Arc::new(AppState::new(repo, Arc::new(config)).expect("state opens"));
+    let state = Arc::new(AppState::new(repo, config.settings()).expect("state opens"));
     state.mark_restored();
     let app = switchyard::api::app(state);
     let uri = format!("/v2/models/digits/versions/{DIGITS_VERSION}/infer");

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard::traffic::policy::{CandidateSpec, Policy, PolicySpec};
+use switchyard::policy::{CandidateSpec, Policy, PolicySpec};
 
 fn canary() -> Policy {
     let mut spec = PolicySpec::pinned(1);

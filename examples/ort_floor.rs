@@ -19,7 +19,9 @@ use switchyard::runtime::onnx::{self, OnnxBackend};
 use switchyard::runtime::Backend;
 use switchyard::tensor::{Tensor, TensorData};
 
-fn main() -> Result<(), String> {
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
     let mut secs = 1.0f64;
     let mut gap = Duration::ZERO;
     let mut dirs: Vec<String> = Vec::new();
@@ -29,19 +31,19 @@ fn main() -> Result<(), String> {
             secs = args
                 .next()
                 .and_then(|s| s.parse().ok())
-                .ok_or("--secs needs a number")?;
+                .context("--secs needs a number")?;
         } else if a == "--gap-us" {
             gap = args
                 .next()
                 .and_then(|s| s.parse().ok())
                 .map(Duration::from_micros)
-                .ok_or("--gap-us needs a number")?;
+                .context("--gap-us needs a number")?;
         } else {
             dirs.push(a);
         }
     }
     if dirs.is_empty() {
-        return Err("usage: ort_floor [--secs S] [--gap-us G] MODEL_DIR[:VERSION]...".into());
+        anyhow::bail!("usage: ort_floor [--secs S] [--gap-us G] MODEL_DIR[:VERSION]...");
     }
     onnx::init(&onnx::default_library_path())?;
     println!("model\tversion\tbatch\tmedian_us_per_batch\tmedian_us_per_row\truns");
@@ -50,11 +52,12 @@ fn main() -> Result<(), String> {
         let (dir, version) = match arg.rsplit_once(':') {
             Some((d, v)) => (
                 PathBuf::from(d),
-                v.parse::<u64>().map_err(|_| format!("bad version in {arg}"))?,
+                v.parse::<u64>()
+                    .with_context(|| format!("bad version in {arg}"))?,
             ),
             None => {
                 let dir = PathBuf::from(&arg);
-                let v = highest_version(&dir).ok_or_else(|| format!("{arg}: no version directory"))?;
+                let v = highest_version(&dir).with_context(|| format!("{arg}: no version directory"))?;
                 (dir, v)
             }
         };

@@ -1,122 +1,17 @@
-//! Command line flags (each also a `SWITCHYARD_*` environment variable) into
-//! one validated [`Config`].
+//! The `serve` flags (each also a `SWITCHYARD_*` environment variable) as one
+//! validated [`Config`], read once at the top and handed down to each layer
+//! as plain settings ([`Config::settings`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
 
-/// switchyard: serve ONNX models over HTTP and roll new versions out safely.
-#[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+use clap::{Args, Parser};
 
-/// The subcommands of the binary.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the models of a repository over HTTP.
-    Serve(Box<Config>),
-    /// Validate a model version before it takes traffic (SPEC §5.6).
-    Validate(ValidateArgs),
-    /// Drive rollouts through the admin API of a running server.
-    Rollout(RolloutArgs),
-    /// Show models, versions, policies and rollouts of a running server.
-    Status(AdminArgs),
-}
-
-/// `switchyard validate`.
-#[derive(Debug, Clone, Args)]
-pub struct ValidateArgs {
-    #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY", default_value = "models")]
-    pub model_repository: PathBuf,
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub version: u64,
-    /// The version to compare the signature with (default: the model's stable).
-    #[arg(long)]
-    pub against: Option<u64>,
-    #[arg(long, env = "SWITCHYARD_ONNXRUNTIME_LIB")]
-    pub onnxruntime_lib: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// How the CLI reaches a server's admin API.
-#[derive(Debug, Clone, Args)]
-pub struct AdminArgs {
-    /// Base URL of the admin listener.
-    #[arg(long, env = "SWITCHYARD_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
-    pub admin_url: String,
-    /// Bearer token for the admin API.
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print raw JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-/// `switchyard rollout ...`.
-#[derive(Debug, Clone, Args)]
-pub struct RolloutArgs {
-    #[command(flatten)]
-    pub admin: AdminArgs,
-    #[command(subcommand)]
-    pub command: RolloutCommand,
-}
-
-/// The rollout subcommands.
-#[derive(Debug, Clone, Subcommand)]
-pub enum RolloutCommand {
-    /// Start a rollout from a spec file (JSON or TOML).
-    Start {
-        model: String,
-        /// The rollout spec (`.json` or `.toml`).
-        #[arg(long)]
-        spec: PathBuf,
-    },
-    /// Phase, step, weights and the last analysis.
-    Status {
-        model: String,
-    },
-    /// Next step (`--full`: straight to promoted).
-    Promote {
-        model: String,
-        #[arg(long)]
-        full: bool,
-    },
-    Pause {
-        model: String,
-    },
-    Resume {
-        model: String,
-    },
-    Abort {
-        model: String,
-    },
-    Retry {
-        model: String,
-    },
-    /// Back to the previous stable version (inside the rollback window).
-    Rollback {
-        model: String,
-    },
-    /// The audit log.
-    Events {
-        model: String,
-    },
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::guard::{BreakerConfig, GuardSettings, RateSpec};
+use crate::serving::Settings;
+use crate::telemetry::LogFormat;
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
@@ -179,7 +74,7 @@ pub struct Config {
     /// e.g. 100/60s (requests without a user key share a bucket per client
     /// IP); unset = no limit.
     #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_parser = parse_rate)]
-    pub rate_limit: Option<crate::guard::RateSpec>,
+    pub rate_limit: Option<RateSpec>,
 
     /// Requests a user may send at once under --rate-limit (default: its count).
     #[arg(long, env = "SWITCHYARD_RATE_LIMIT_BURST")]
@@ -215,12 +110,17 @@ impl Config {
     /// A config for `repository` with listeners on ephemeral loopback ports
     /// (tests, benches).
     pub fn for_repository(repository: impl Into<PathBuf>) -> Config {
-        let mut config = Cli::parse_from(["switchyard", "serve"]).into_serve();
+        let mut config = Config::defaults();
         config.model_repository = repository.into();
         config.state_dir = config.model_repository.join(".state");
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
         config
+    }
+
+    /// Every flag from its `SWITCHYARD_*` environment variable, else its default.
+    pub fn defaults() -> Config {
+        ServeFlags::parse_from(["serve"]).config
     }
 
     /// Checks what the flags cannot check alone.
@@ -249,6 +149,32 @@ impl Config {
         Ok(())
     }
 
+    /// What the shared state needs, as plain values.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            user_header: self
+                .user_header
+                .parse()
+                .unwrap_or(axum::http::HeaderName::from_static("x-user-id")),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            body_limit: self.body_limit,
+            rollback_window: self.rollback_window,
+            shadow_queue: self.shadow_queue,
+            max_in_flight: self.max_in_flight.max(1),
+            state_dir: self.state_dir.clone(),
+            guard: GuardSettings {
+                rate_limit: self.rate_limit,
+                rate_limit_burst: self.rate_limit_burst,
+                rate_limit_keys: self.rate_limit_keys,
+                breaker: BreakerConfig {
+                    consecutive_failures: self.breaker_failures,
+                    failure_rate: self.breaker_failure_rate,
+                    open_for: Duration::from_secs(self.breaker_open_secs.max(1)),
+                },
+            },
+        }
+    }
+
     /// The ONNX Runtime library to load.
     pub fn onnxruntime_library(&self) -> PathBuf {
         self.onnxruntime_lib
@@ -257,18 +183,15 @@ impl Config {
     }
 }
 
-impl Cli {
-    /// The serve config; panics for other subcommands (tests only).
-    pub fn into_serve(self) -> Config {
-        match self.command {
-            Command::Serve(c) => *c,
-            other => panic!("not a serve command: {other:?}"),
-        }
-    }
+/// The `serve` flags alone, for [`Config::defaults`] and tests.
+#[derive(Debug, Parser)]
+struct ServeFlags {
+    #[command(flatten)]
+    config: Config,
 }
 
 /// Parses rates like `100/60s`.
-pub fn parse_rate(s: &str) -> Result<crate::guard::RateSpec, String> {
+pub fn parse_rate(s: &str) -> Result<RateSpec, String> {
     s.parse()
 }
 
@@ -310,7 +233,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = Cli::parse_from(["switchyard", "serve"]).into_serve();
+        let c = Config::defaults();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.model_repository, PathBuf::from("models"));
@@ -318,15 +241,8 @@ mod tests {
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
         assert_eq!(c.max_in_flight, 1024);
         assert_eq!(c.rate_limit, None);
-        let c = Cli::parse_from([
-            "switchyard",
-            "serve",
-            "--rate-limit",
-            "100/60s",
-            "--rate-limit-burst",
-            "10",
-        ])
-        .into_serve();
+        let c =
+            ServeFlags::parse_from(["serve", "--rate-limit", "100/60s", "--rate-limit-burst", "10"]).config;
         let r = c.rate_limit.unwrap();
         assert_eq!(
             (r.count, r.period.as_secs(), c.rate_limit_burst),
@@ -337,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_public_admin_listener_needs_a_token() {
-        let mut c = Cli::parse_from(["switchyard", "serve", "--admin-listen", "0.0.0.0:8081"]).into_serve();
+        let mut c = ServeFlags::parse_from(["serve", "--admin-listen", "0.0.0.0:8081"]).config;
         c.admin_token = None;
         assert!(c.validate().unwrap_err().contains("SWITCHYARD_ADMIN_TOKEN"));
         c.admin_token = Some("s3cret".into());

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::config::{Cli, Command};
+use switchyard::cli::{Cli, Command};
 
 /// mimalloc instead of glibc malloc: the request path allocates small
 /// buffers on one thread and frees them on another, where glibc's arenas

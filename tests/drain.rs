@@ -114,7 +114,11 @@ async fn sigterm_drains_then_exits_zero() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tally.lock().ok == 0 {
+        assert!(Instant::now() < deadline, "no traffic before SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let served_before = tally.lock().ok;
     assert!(served_before > 0, "no traffic before SIGTERM");
 

@@ -16,7 +16,7 @@ use clap::{CommandFactory, Parser};
 use common::{root, TestRepo, TestServer};
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard::config::Cli;
+use switchyard::cli::Cli;
 use switchyard::Config;
 
 /// Environment variables the manifests set ahead of the server: announced,

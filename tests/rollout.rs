@@ -93,6 +93,26 @@ fn traffic(
         .collect()
 }
 
+/// Waits until `version` of digits has answered `n` requests.
+async fn wait_served(s: &TestServer, version: u64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let snapshot = s.snapshot();
+        let served = snapshot.models["digits"].versions[&version]
+            .runtime
+            .as_ref()
+            .map_or(0, |r| r.window().summary(std::time::UNIX_EPOCH).requests);
+        if served >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "version {version} served only {served} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_phase(s: &TestServer, phases: &[&str], timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
@@ -232,7 +252,16 @@ async fn without_traffic_a_step_holds_then_aborts_at_the_progress_deadline() {
                "analysis": {"interval": "1s", "min_requests": 50, "progress_deadline": "3s"}}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // the first analysis finds too few requests: the step holds
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events(&s)
+        .await
+        .iter()
+        .any(|e| e["decision"].as_str().unwrap().contains("inconclusive"))
+    {
+        assert!(Instant::now() < deadline, "no inconclusive analysis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, r) = s
         .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
         .await;
@@ -258,7 +287,7 @@ async fn blue_green_switches_in_one_swap_and_retires_the_old_stable() {
     let s = Arc::new(TestServer::start(repo.path()).await);
     let stop = Arc::new(AtomicBool::new(false));
     let clients = traffic(s.clone(), stop.clone(), Feedback::None, 3);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_served(&s, 1, 20).await;
     start(
         &s,
         // latency on a shared, loaded test machine is noisy: this test is
@@ -303,7 +332,7 @@ async fn blue_green_switches_back_when_the_post_switch_check_fails() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_served(&s, 1, 20).await;
     start(
         &s,
         json!({"strategy": "blue-green", "candidate": 3, "observe": "30s", "analysis": fast_analysis(5)}),
@@ -356,7 +385,13 @@ async fn ab_test_finds_the_better_model_and_no_difference_between_twins() {
     let ci = result["result"]["ci95"].as_array().unwrap();
     assert!(ci[0].as_f64().unwrap() > 0.0, "the 95% CI excludes zero: {ci:?}");
 
-    // v2 vs its twin v3: no significant difference
+    // v2 vs its twin v3: no significant difference. Each row goes to both
+    // arms (by explicit version) with its feedback, so the arms see the same
+    // values and the verdict cannot depend on which users the hash split.
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
     s.set_policy("digits", json!({"stable": 2})).await;
     let (st, body) = s
         .admin(Method::POST, "/admin/v1/models/digits/versions/3/load", None)
@@ -364,14 +399,44 @@ async fn ab_test_finds_the_better_model_and_no_difference_between_twins() {
     assert_eq!(st, 200, "{body}");
     start(
         &s,
-        json!({"strategy": "ab-test", "candidate": 3, "min_samples": 1000, "analysis": fast_analysis(1)}),
+        json!({"strategy": "ab-test", "candidate": 3, "min_samples": 300, "analysis": fast_analysis(1)}),
     )
     .await;
-    let r = wait_phase(&s, &["promoted", "aborted"], Duration::from_secs(120)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
+    let samples = digits_samples();
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let r = loop {
+        let (row, label) = &samples[sent % samples.len()];
+        for version in [2, 3] {
+            let id = format!("twin-{version}-{sent}");
+            let mut body = digits_request(std::slice::from_ref(row));
+            body["id"] = json!(id);
+            let (st, out) = s
+                .post(&format!("/v2/models/digits/versions/{version}/infer"), &body)
+                .await;
+            assert_eq!(st, 200, "{out}");
+            let value = out["outputs"][1]["data"][*label as usize].as_f64().unwrap();
+            let (st, body) = s
+                .post(
+                    "/v2/models/digits/feedback",
+                    &json!({"request_id": id, "value": value}),
+                )
+                .await;
+            assert_eq!(st, 200, "{body}");
+        }
+        sent += 1;
+        if sent.is_multiple_of(50) {
+            let (_, r) = s
+                .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+                .await;
+            if ["promoted", "aborted"].contains(&r["phase"].as_str().unwrap()) {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "the twin A/B test did not conclude");
+    };
+    let difference = r["ab_result"]["result"]["difference"].as_f64().unwrap();
+    assert!(difference.abs() < 1e-9, "the arms saw the same values: {r}");
     assert_eq!(r["ab_result"]["winner"], "no significant difference", "{r}");
     assert_eq!(r["phase"], "aborted", "the stable version stays");
 }

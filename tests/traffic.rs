@@ -385,7 +385,6 @@ async fn rollback_is_a_policy_swap_and_protects_the_old_stable() {
     let s = TestServer::start_with(repo.path(), |c| c.rollback_window = std::time::Duration::ZERO).await;
     s.set_policy("digits", json!({"stable": 1})).await;
     s.set_policy("digits", json!({"stable": 2})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let (st, body) = s
         .admin(Method::POST, "/admin/v1/models/digits/rollback", None)
         .await;

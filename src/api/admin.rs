@@ -1,4 +1,4 @@
-//! The admin API (SPEC §7.1) on the admin listener: models, versions and
+//! The admin API on the admin listener: models, versions and
 //! their states, traffic policies, version load/unload, shadow results and
 //! rollback. Guarded by a bearer token when one is configured.
 
@@ -16,13 +16,13 @@ use axum::Router;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::{body_bytes, json, AppState};
-use crate::error::ApiError;
-use crate::repository::{ModelEntry, PolicyError, VersionState};
-use crate::rollout::controller::RolloutError;
+use super::respond::{body_bytes, json};
+use crate::api::error::ApiError;
+use crate::policy::PolicySpec;
+use crate::repository::{ModelEntry, VersionState};
 use crate::rollout::machine::{Action, Rollout};
 use crate::rollout::RolloutSpec;
-use crate::traffic::policy::PolicySpec;
+use crate::serving::AppState;
 
 /// The admin routes under `/admin/v1`.
 pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -58,7 +58,7 @@ pub async fn require_token(State(state): State<Arc<AppState>>, request: Request,
 
 /// Checks the `Authorization: Bearer` header against the admin token.
 pub fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(expected) = state.settings.admin_token.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(());
     };
     let given = headers
@@ -143,18 +143,6 @@ fn model_entry(state: &AppState, model: &str) -> Result<Arc<ModelEntry>, ApiErro
         .ok_or_else(|| ApiError::NotFound(format!("unknown model '{model}'")))
 }
 
-impl From<PolicyError> for ApiError {
-    fn from(e: PolicyError) -> ApiError {
-        match e {
-            PolicyError::UnknownModel(_) | PolicyError::UnknownVersion(..) => {
-                ApiError::NotFound(e.to_string())
-            }
-            PolicyError::Invalid(..) => ApiError::BadRequest(e.to_string()),
-            PolicyError::Conflict(_) => ApiError::Conflict(e.to_string()),
-        }
-    }
-}
-
 async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     let snapshot = state.repo.snapshot();
     let models: Vec<ModelView> = snapshot.models.values().map(|m| view(m)).collect();
@@ -184,7 +172,7 @@ async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = (|| {
-        let body = body_bytes(body, state.config.body_limit)?;
+        let body = body_bytes(body, state.settings.body_limit)?;
         let spec: PolicySpec = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid policy for model '{model}': {e}")))?;
         let policy = state.repo.set_policy(&model, spec)?;
@@ -221,7 +209,7 @@ async fn load_version(
                 .into_response()
         }
         Ok(Ok(st)) => json(&serde_json::json!({"model": model, "version": v, "state": st.name()})),
-        Ok(Err(e)) => ApiError::NotFound(e).into_response(),
+        Ok(Err(e)) => ApiError::NotFound(e.to_string()).into_response(),
         Err(e) => ApiError::Internal(format!("loading failed: {e}")).into_response(),
     }
 }
@@ -233,7 +221,7 @@ async fn unload_version(
     let result = parse_version(&model, &version).and_then(|v| {
         state
             .repo
-            .unload_version(&model, v, state.config.rollback_window)
+            .unload_version(&model, v, state.settings.rollback_window)
             .map(|()| v)
             .map_err(ApiError::from)
     });
@@ -261,23 +249,12 @@ async fn shadow(State(state): State<Arc<AppState>>, Path(model): Path<String>) -
 }
 
 async fn rollback(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
-    match state.repo.rollback(&model, state.config.rollback_window) {
+    match state.repo.rollback(&model, state.settings.rollback_window) {
         Ok(policy) => {
             tracing::warn!(model = %model, stable = policy.stable(), "rolled back");
             json(&serde_json::json!({"policy": policy.spec(), "source": "admin"}))
         }
         Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-impl From<RolloutError> for ApiError {
-    fn from(e: RolloutError) -> ApiError {
-        match e {
-            RolloutError::NotFound(m) => ApiError::NotFound(m),
-            RolloutError::Invalid(m) => ApiError::BadRequest(m),
-            RolloutError::Conflict(m) => ApiError::Conflict(m),
-            RolloutError::Internal(m) => ApiError::Internal(m),
-        }
     }
 }
 
@@ -311,7 +288,7 @@ async fn start_rollout(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let body = body_bytes(body, state.config.body_limit)?;
+        let body = body_bytes(body, state.settings.body_limit)?;
         let is_toml = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

@@ -11,8 +11,10 @@ use axum::routing::post;
 use axum::Router;
 use serde::Serialize;
 
-use super::{admin::check_token, json, AppState};
-use crate::error::ApiError;
+use super::admin::check_token;
+use super::respond::json;
+use crate::api::error::ApiError;
+use crate::serving::AppState;
 
 /// The repository routes.
 pub(super) fn routes() -> Router<Arc<AppState>> {

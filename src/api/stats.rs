@@ -1,4 +1,4 @@
-//! The Triton statistics extension (SPEC §3.1):
+//! The Triton statistics extension:
 //! `GET /v2/models[/{m}[/versions/{v}]]/stats`.
 //!
 //! A *model stat* is one READY version's counters since it was loaded
@@ -15,11 +15,12 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::{json, AppState};
-use crate::error::ApiError;
+use super::respond::json;
+use crate::api::error::ApiError;
 use crate::repository::ModelEntry;
 use crate::runtime::stats::Tally;
 use crate::runtime::VersionStats;
+use crate::serving::AppState;
 use crate::traffic::{self, RouteError, VersionSelector};
 
 /// The statistics routes.

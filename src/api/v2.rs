@@ -1,4 +1,5 @@
-//! V2: the Open Inference Protocol (KServe V2 / Triton), SPEC §3.1.
+//! V2: the Open Inference Protocol (KServe V2 / Triton) over HTTP/JSON,
+//! with Triton's binary tensor data extension.
 
 use std::sync::Arc;
 
@@ -13,11 +14,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{body_bytes, health, json, json_response, AppState};
-use crate::error::ApiError;
-use crate::guard::Peer;
+use super::health;
+use super::request::{self, Peer};
+use super::respond::{body_bytes, json, json_response};
+use crate::api::error::ApiError;
 use crate::repository::ModelEntry;
 use crate::runtime::{Signature, TensorSpec};
+use crate::serving::infer::{self, Outcome, Protocol};
+use crate::serving::AppState;
 use crate::tensor::binary;
 use crate::tensor::json::{decode, FlatJson};
 use crate::tensor::{DataType, Tensor};
@@ -229,11 +233,11 @@ async fn run_infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let body = match body_bytes(body, state.config.body_limit) {
+    let body = match body_bytes(body, state.settings.body_limit) {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let mut caller = super::caller(state, headers);
+    let mut caller = request::caller(state, headers);
     // Without a user header, V2 clients may name the user in
     // `parameters.user_id`; only bodies that mention it are parsed twice.
     let body_user = match caller.user {
@@ -243,10 +247,7 @@ async fn run_infer(
     if body_user.is_some() {
         caller.user = body_user.as_deref();
     }
-    if let Err(e) = crate::guard::check_rate(state, model, caller.user, peer) {
-        return e.into_response();
-    }
-    let target = match super::route(state, model, selector, caller) {
+    let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -255,14 +256,9 @@ async fn run_infer(
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
-    super::route_headers(&mut resp, &target);
-    super::observe(
-        state,
-        &target,
-        super::Protocol::V2,
-        resp.status(),
-        started.elapsed(),
-    );
+    request::route_headers(&mut resp, &target);
+    let outcome = Outcome::of_status(resp.status().as_u16());
+    infer::observe(state, &target, Protocol::V2, outcome, started.elapsed());
     resp
 }
 
@@ -352,18 +348,14 @@ async fn infer_json(
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
-    let timeout = crate::guard::request_timeout(headers, target.runtime.config().timeout_ms)?;
+    let timeout = request::request_timeout(headers, target.runtime.config().timeout_ms)?;
     let mirror = target.shadow.as_ref().map(|_| inputs.clone());
-    let outputs = target
-        .runtime
-        .infer(inputs, Some(timeout))
-        .await
-        .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
-    let header_id = super::request_id(headers);
-    super::remember(state, request.id.as_deref().or(header_id.as_deref()), target);
+    let outputs = infer::run(target, inputs, timeout).await?;
+    let header_id = request::request_id(headers);
+    infer::remember(state, request.id.as_deref().or(header_id.as_deref()), target);
     if let Some(inputs) = mirror {
         let request_id = request.id.clone().or(header_id);
-        super::mirror(state, target, inputs, &outputs, request_id);
+        infer::mirror(state, target, inputs, &outputs, request_id);
     }
     let response = InferResponse {
         model_name: model,

@@ -1,4 +1,4 @@
-//! `config.toml`: a model's optional settings (SPEC §2.1). Every key is
+//! `config.toml`: a model's optional settings. Every key is
 //! optional; unknown keys are errors that name the file and the key.
 
 use std::collections::BTreeMap;
@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::FileError;
+use crate::guard::LimitsConfig;
 use crate::runtime::ExecutionConfig;
 
 /// Everything `config.toml` may say about one model.
@@ -18,7 +20,7 @@ pub struct ModelConfig {
     pub labels: BTreeMap<String, u64>,
     pub validation: ValidationConfig,
     /// Per-model protection limits (`[limits]`).
-    pub limits: crate::guard::LimitsConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Which versions on disk are served.
@@ -69,7 +71,7 @@ impl VersionPolicy {
     }
 }
 
-/// Thresholds a new version must meet before it takes traffic (SPEC §5.6).
+/// Thresholds a new version must meet before it takes traffic.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationConfig {
@@ -82,18 +84,19 @@ pub struct ValidationConfig {
 impl ModelConfig {
     /// Reads `path` if it exists; defaults otherwise. The error names the
     /// file and the offending key.
-    pub fn read(path: &Path) -> Result<ModelConfig, String> {
+    pub fn read(path: &Path) -> Result<ModelConfig, FileError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(FileError::new(path, e)),
         };
         let config: ModelConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| FileError::new(path, e.to_string().trim_end()))?;
+        config.check().map_err(|e| FileError::new(path, e))?;
         Ok(config)
     }
 
+    /// Checks what serde cannot; the message names the key at fault.
     fn check(&self) -> Result<(), String> {
         let e = &self.execution;
         if e.instances == 0 {
@@ -152,17 +155,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "[execution]\ninstnces = 2\n").unwrap();
-        let err = ModelConfig::read(&path).unwrap_err();
+        let err = ModelConfig::read(&path).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
         assert!(err.contains("instnces"), "{err}");
         std::fs::write(&path, "[execution]\nmax_batch_size = \"lots\"\n").unwrap();
-        let err = ModelConfig::read(&path).unwrap_err();
+        let err = ModelConfig::read(&path).unwrap_err().to_string();
         assert!(err.contains("max_batch_size"), "{err}");
         std::fs::write(&path, "[versions]\npolicy = \"newest\"\n").unwrap();
-        let err = ModelConfig::read(&path).unwrap_err();
+        let err = ModelConfig::read(&path).unwrap_err().to_string();
         assert!(err.contains("policy"), "{err}");
         std::fs::write(&path, "[execution]\ninstances = 0\n").unwrap();
-        let err = ModelConfig::read(&path).unwrap_err();
+        let err = ModelConfig::read(&path).unwrap_err().to_string();
         assert!(err.contains("execution.instances"), "{err}");
     }
 
@@ -176,9 +179,12 @@ mod tests {
         assert_eq!((rate.count, rate.period.as_secs()), (10, 1));
         assert_eq!(config.limits.rate_limit_burst, Some(5));
         std::fs::write(&path, "[limits]\nrate = \"10/1s\"\n").unwrap();
-        assert!(ModelConfig::read(&path).unwrap_err().contains("rate"));
+        assert!(ModelConfig::read(&path).unwrap_err().to_string().contains("rate"));
         std::fs::write(&path, "[limits]\nrate_limit = \"often\"\n").unwrap();
-        assert!(ModelConfig::read(&path).unwrap_err().contains("not a rate"));
+        assert!(ModelConfig::read(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not a rate"));
     }
 
     #[test]

@@ -79,11 +79,25 @@ struct StringStringEntryProto {
     value: Option<String>,
 }
 
+/// Why a model's external-data references were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalError {
+    #[error("model.onnx is not a valid ONNX model ({0})")]
+    NotOnnx(String),
+    #[error("version directory unreadable: {0}")]
+    Unreadable(String),
+    #[error("external data location '{0}' escapes the version directory")]
+    Escapes(String),
+    #[error("external data location '{0}' resolves outside the version directory")]
+    ResolvesOutside(String),
+    #[error("external data file '{0}' is missing")]
+    Missing(String),
+}
+
 /// Checks that every external-data location in `model_bytes` stays inside
 /// `version_dir` (also through symlinks). Returns the locations referenced.
-pub(crate) fn check_confined(model_bytes: &[u8], version_dir: &Path) -> Result<Vec<String>, String> {
-    let model =
-        ModelProto::decode(model_bytes).map_err(|e| format!("model.onnx is not a valid ONNX model ({e})"))?;
+pub(crate) fn check_confined(model_bytes: &[u8], version_dir: &Path) -> Result<Vec<String>, ExternalError> {
+    let model = ModelProto::decode(model_bytes).map_err(|e| ExternalError::NotOnnx(e.to_string()))?;
     let mut locations = Vec::new();
     if let Some(g) = &model.graph {
         graph_locations(g, &mut locations);
@@ -93,26 +107,20 @@ pub(crate) fn check_confined(model_bytes: &[u8], version_dir: &Path) -> Result<V
     }
     let root = version_dir
         .canonicalize()
-        .map_err(|e| format!("version directory unreadable: {e}"))?;
+        .map_err(|e| ExternalError::Unreadable(e.to_string()))?;
     for loc in &locations {
         let rel = Path::new(loc);
         let lexically_inside = rel
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !lexically_inside {
-            return Err(format!(
-                "external data location '{loc}' escapes the version directory"
-            ));
+            return Err(ExternalError::Escapes(loc.clone()));
         }
         let resolved = version_dir.join(rel);
         match resolved.canonicalize() {
             Ok(real) if real.starts_with(&root) => {}
-            Ok(_) => {
-                return Err(format!(
-                    "external data location '{loc}' resolves outside the version directory"
-                ))
-            }
-            Err(_) => return Err(format!("external data file '{loc}' is missing")),
+            Ok(_) => return Err(ExternalError::ResolvesOutside(loc.clone())),
+            Err(_) => return Err(ExternalError::Missing(loc.clone())),
         }
     }
     Ok(locations)
@@ -191,13 +199,13 @@ mod tests {
         );
         for bad in ["../../secret.bin", "/etc/passwd", "sub/../../x"] {
             let err = check_confined(&model_with_location(bad), &version).unwrap_err();
-            assert!(err.contains("escapes"), "{bad}: {err}");
+            assert!(matches!(err, ExternalError::Escapes(_)), "{bad}: {err}");
         }
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(dir.path().join("secret.bin"), version.join("link.bin")).unwrap();
             let err = check_confined(&model_with_location("link.bin"), &version).unwrap_err();
-            assert!(err.contains("outside"), "{err}");
+            assert!(matches!(err, ExternalError::ResolvesOutside(_)), "{err}");
         }
         assert!(check_confined(b"\xff\xff\xff", &version).is_err());
     }

@@ -6,18 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{ModelEntry, Repository, Snapshot};
-use crate::traffic::policy::{Policy, PolicySpec, POLICY_LABELS};
-
-/// The stable version a policy change replaced, and when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PreviousStable {
-    pub version: u64,
-    pub replaced_at: SystemTime,
-}
+use super::snapshot::{ModelEntry, PreviousStable, Snapshot};
+use super::store::Repository;
+use crate::policy::{InvalidPolicy, Policy, PolicySpec, POLICY_LABELS};
 
 /// Why a control-plane edit was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     #[error("unknown model '{0}'")]
     UnknownModel(String),
@@ -25,7 +19,7 @@ pub enum PolicyError {
     UnknownVersion(String, u64),
     /// The policy is invalid; the old one stays in force.
     #[error("invalid policy for model '{0}': {1}")]
-    Invalid(String, String),
+    Invalid(String, InvalidPolicy),
     /// The edit conflicts with what routes (409).
     #[error("{0}")]
     Conflict(String),

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::{FileError, SampleError};
 use crate::runtime::Signature;
 use crate::tensor::{json, Tensor};
 
@@ -37,33 +38,33 @@ pub struct Sample {
 
 impl Samples {
     /// Reads `path`; `Ok(None)` when it does not exist.
-    pub fn read(path: &Path) -> Result<Option<Samples>, String> {
+    pub fn read(path: &Path) -> Result<Option<Samples>, FileError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(FileError::new(path, e)),
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| FileError::new(path, e))
     }
 }
 
 impl Sample {
     /// The sample's inputs as tensors ordered for `signature`.
-    pub fn tensors(&self, signature: &Signature) -> Result<Vec<Tensor>, String> {
+    pub fn tensors(&self, signature: &Signature) -> Result<Vec<Tensor>, SampleError> {
         let mut tensors = Vec::with_capacity(self.inputs.len());
         for (name, value) in &self.inputs {
             let spec = signature
                 .inputs
                 .iter()
                 .find(|s| &s.name == name)
-                .ok_or_else(|| format!("sample input '{name}' is not an input of the model"))?;
+                .ok_or_else(|| SampleError::UnknownInput(name.clone()))?;
             tensors.push(
                 json::tensor_from_value(name, value, spec.datatype)
-                    .map_err(|e| format!("sample input '{name}': {e}"))?,
+                    .map_err(|e| SampleError::Data(name.clone(), e))?,
             );
         }
-        signature.order_inputs(tensors)
+        Ok(signature.order_inputs(tensors)?)
     }
 }

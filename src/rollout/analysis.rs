@@ -1,13 +1,13 @@
 //! Analysis compares the candidate C with the stable version S over the
-//! same window (SPEC §5.1). [`analyze`] is pure; [`MetricsSource`] is the
-//! one seam through which the controller reads metrics (today the
-//! in-process windows, later a Prometheus query across pods).
+//! same window. [`analyze`] is pure; [`MetricsSource`] is the one seam
+//! through which the controller reads metrics, so where they come from (the
+//! in-process windows) never leaks into the decisions.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::AnalysisSpec;
+use super::spec::AnalysisSpec;
 use crate::runtime::window::Summary;
 use crate::traffic::shadow::ShadowStats;
 
@@ -84,7 +84,7 @@ mod tests {
             p99_ms: p95,
             feedback_count: requests,
             feedback_mean: feedback,
-            feedback: vec![],
+            feedback: Default::default(),
         }
     }
 

@@ -11,36 +11,40 @@ use serde_json::{json, Value};
 
 use super::analysis::{analyze, MetricsSource};
 use super::machine::{self, Action, Event, Observation, Phase, Rollout, Stage};
-use super::store::Store;
-use super::{statistics, validation, RolloutSpec, Strategy};
-use crate::repository::Repository;
+use super::spec::{RolloutSpec, Strategy};
+use super::store::{Store, StoreError};
+use super::{statistics, validation};
+use crate::policy::PolicySpec;
+use crate::repository::{PolicyError, Repository};
 use crate::runtime::window::Summary;
-use crate::traffic::policy::PolicySpec;
 use crate::traffic::shadow::{ShadowHub, ShadowStats};
 
-/// Where the controller writes policies (today: the local snapshot; later a
-/// Kubernetes object every pod watches).
+/// Why a policy could not be written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SinkError {
+    /// The local repository refused the edit.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Where the controller writes policies: the local snapshot swap.
 pub trait PolicySink: Send + Sync {
     /// Installs `policy` for `model`.
-    fn apply(&self, model: &str, policy: PolicySpec) -> Result<(), String>;
+    fn apply(&self, model: &str, policy: PolicySpec) -> Result<(), SinkError>;
     /// Unloads a version nothing routes to any more (blue-green's old stable).
-    fn retire(&self, model: &str, version: u64) -> Result<(), String>;
+    fn retire(&self, model: &str, version: u64) -> Result<(), SinkError>;
 }
 
 /// The local sink: the repository's snapshot swap.
 pub struct LocalPolicies(pub Arc<Repository>);
 
 impl PolicySink for LocalPolicies {
-    fn apply(&self, model: &str, policy: PolicySpec) -> Result<(), String> {
-        self.0
-            .set_policy(model, policy)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn apply(&self, model: &str, policy: PolicySpec) -> Result<(), SinkError> {
+        self.0.set_policy(model, policy)?;
+        Ok(())
     }
-    fn retire(&self, model: &str, version: u64) -> Result<(), String> {
-        self.0
-            .unload_version(model, version, Duration::ZERO)
-            .map_err(|e| e.to_string())
+    fn retire(&self, model: &str, version: u64) -> Result<(), SinkError> {
+        Ok(self.0.unload_version(model, version, Duration::ZERO)?)
     }
 }
 
@@ -89,17 +93,22 @@ fn at(secs: f64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
 }
 
-/// Why a rollout command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a rollout command was refused or failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RolloutError {
+    /// Unknown model, version or rollout.
     #[error("{0}")]
     NotFound(String),
+    /// The spec is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The command does not fit the rollout's phase.
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the rollout's traffic policy could not be applied: {0}")]
+    Sink(#[from] SinkError),
 }
 
 /// The rollout controller.
@@ -121,7 +130,7 @@ impl Controller {
         repo: Arc<Repository>,
         metrics: Arc<dyn MetricsSource>,
         sink: Arc<dyn PolicySink>,
-    ) -> Result<Controller, String> {
+    ) -> Result<Controller, RolloutError> {
         let store = Store::open(state_dir)?;
         let current = store
             .active()?
@@ -160,17 +169,17 @@ impl Controller {
         if let Some(r) = self.current.lock().get(model) {
             return Ok(Some(r.clone()));
         }
-        self.store.latest(model).map_err(RolloutError::Internal)
+        Ok(self.store.latest(model)?)
     }
 
     /// The audit log of `model`.
     pub fn events(&self, model: &str) -> Result<Vec<(i64, Event)>, RolloutError> {
-        self.store.events(model).map_err(RolloutError::Internal)
+        Ok(self.store.events(model)?)
     }
 
     /// Starts a rollout of `spec` on `model` from its current stable version.
     pub async fn start(&self, model: &str, spec: RolloutSpec) -> Result<Rollout, RolloutError> {
-        spec.check().map_err(RolloutError::Invalid)?;
+        spec.check().map_err(|e| RolloutError::Invalid(e.to_string()))?;
         let _turn = self.turn.lock().await;
         let snapshot = self.repo.snapshot();
         let m = snapshot
@@ -201,7 +210,7 @@ impl Controller {
                 spec.candidate
             )));
         }
-        let id = self.store.next_id(model).map_err(RolloutError::Internal)?;
+        let id = self.store.next_id(model)?;
         let now = now_secs();
         let r = Rollout::new(id, model, stable, spec, now);
         let event = Event {
@@ -223,7 +232,8 @@ impl Controller {
         let r = self
             .get(model)?
             .ok_or_else(|| RolloutError::NotFound(format!("model '{model}' has no rollout")))?;
-        let (n, e) = machine::act(&r, action, now_secs()).map_err(RolloutError::Conflict)?;
+        let (n, e) =
+            machine::act(&r, action, now_secs()).map_err(|e| RolloutError::Conflict(e.to_string()))?;
         self.commit(&n, Some(&e), Some(&r))?;
         Ok(n)
     }
@@ -262,7 +272,7 @@ impl Controller {
         event: Option<&Event>,
         before: Option<&Rollout>,
     ) -> Result<(), RolloutError> {
-        self.store.save(n, event).map_err(RolloutError::Internal)?;
+        self.store.save(n, event)?;
         self.current.lock().insert(n.model.clone(), n.clone());
         crate::telemetry::set_rollout(&n.model, n.phase.name(), n.step);
         if n.phase == Phase::Aborted && before.is_some_and(|b| b.phase != Phase::Aborted) {
@@ -273,9 +283,7 @@ impl Controller {
         }
         let policy = n.policy();
         if before.map(|b| b.policy()) != Some(policy.clone()) {
-            self.sink
-                .apply(&n.model, policy)
-                .map_err(RolloutError::Internal)?;
+            self.sink.apply(&n.model, policy)?;
         }
         let promoted_now = n.phase == Phase::Promoted && before.is_some_and(|b| b.phase != Phase::Promoted);
         if promoted_now && matches!(n.spec.strategy, Strategy::BlueGreen { .. }) {

@@ -5,6 +5,8 @@
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
+use crate::runtime::window::Moments;
+
 /// The result of comparing two arms.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestResult {
@@ -21,22 +23,15 @@ pub struct TestResult {
     pub p_value: f64,
 }
 
-fn mean_var(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let mean = x.iter().sum::<f64>() / n;
-    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var)
-}
-
 /// Welch's unequal-variance t-test of `b` (candidate) against `a` (stable).
 /// `None` with fewer than two values in an arm.
-pub fn welch(a: &[f64], b: &[f64]) -> Option<TestResult> {
-    if a.len() < 2 || b.len() < 2 {
+pub fn welch(a: &Moments, b: &Moments) -> Option<TestResult> {
+    if a.count < 2 || b.count < 2 {
         return None;
     }
-    let (ma, va) = mean_var(a);
-    let (mb, vb) = mean_var(b);
-    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (ma, va) = (a.mean, a.variance());
+    let (mb, vb) = (b.mean, b.variance());
+    let (na, nb) = (a.count as f64, b.count as f64);
     let (sa, sb) = (va / na, vb / nb);
     let se = (sa + sb).sqrt();
     let diff = mb - ma;
@@ -46,8 +41,8 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<TestResult> {
             test: "welch-t",
             mean_stable: ma,
             mean_candidate: mb,
-            n_stable: a.len(),
-            n_candidate: b.len(),
+            n_stable: a.count as usize,
+            n_candidate: b.count as usize,
             difference: diff,
             ci95: (diff, diff),
             statistic: if diff == 0.0 {
@@ -67,8 +62,8 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<TestResult> {
         test: "welch-t",
         mean_stable: ma,
         mean_candidate: mb,
-        n_stable: a.len(),
-        n_candidate: b.len(),
+        n_stable: a.count as usize,
+        n_candidate: b.count as usize,
         difference: diff,
         ci95: (diff - q * se, diff + q * se),
         statistic: t,
@@ -108,17 +103,12 @@ pub fn two_proportion(xa: usize, na: usize, xb: usize, nb: usize) -> Option<Test
     })
 }
 
-/// True when every value is 0 or 1 (then the proportion test applies).
-pub fn is_binary(values: &[f64]) -> bool {
-    values.iter().all(|&v| v == 0.0 || v == 1.0)
-}
-
 /// Chooses the test by the data: proportions for 0/1 values, Welch otherwise.
-pub fn compare(stable: &[f64], candidate: &[f64]) -> Option<TestResult> {
-    if is_binary(stable) && is_binary(candidate) {
-        let xa = stable.iter().filter(|&&v| v == 1.0).count();
-        let xb = candidate.iter().filter(|&&v| v == 1.0).count();
-        two_proportion(xa, stable.len(), xb, candidate.len())
+pub fn compare(stable: &Moments, candidate: &Moments) -> Option<TestResult> {
+    if stable.non_binary == 0 && candidate.non_binary == 0 {
+        let (xa, na) = (stable.successes() as usize, stable.count as usize);
+        let (xb, nb) = (candidate.successes() as usize, candidate.count as usize);
+        two_proportion(xa, na, xb, nb)
     } else {
         welch(stable, candidate)
     }
@@ -127,6 +117,12 @@ pub fn compare(stable: &[f64], candidate: &[f64]) -> Option<TestResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn moments(xs: &[f64]) -> Moments {
+        let mut m = Moments::default();
+        xs.iter().for_each(|&x| m.push(x));
+        m
+    }
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() < tol, "{a} vs {b}");
@@ -140,7 +136,7 @@ mod tests {
         let a = [1.2, 3.4, 2.2, 5.1, 4.4, 3.3, 2.8, 4.0];
         let b = [2.1, 1.9, 1.0, 2.5, 1.8, 2.2, 1.4, 2.9, 2.0, 1.7];
         // stable = b, candidate = a  →  same orientation as scipy's a − b
-        let r = welch(&b, &a).unwrap();
+        let r = welch(&moments(&b), &moments(&a)).unwrap();
         close(r.statistic, 2.8656252439750673, 1e-9);
         close(r.p_value, 0.018446754867191002, 1e-7);
         close(r.ci95.0, 0.2857205926566302, 1e-6);
@@ -161,10 +157,10 @@ mod tests {
     #[test]
     fn identical_arms_show_no_difference() {
         let a = [0.0, 1.0, 1.0, 0.0, 1.0];
-        let r = compare(&a, &a).unwrap();
+        let r = compare(&moments(&a), &moments(&a)).unwrap();
         assert_eq!(r.test, "two-proportion-z");
         assert_eq!(r.difference, 0.0);
         assert!(r.p_value > 0.99);
-        assert!(welch(&[1.0], &[2.0, 3.0]).is_none());
+        assert!(welch(&moments(&[1.0]), &moments(&[2.0, 3.0])).is_none());
     }
 }

@@ -14,15 +14,30 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("state database: {e}")
+/// Why the state database could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {0}: {1}")]
+    Directory(String, String),
+    #[error("state database: {0}")]
+    Database(String),
+    #[error("state database holds an unreadable record: {0}")]
+    Record(String),
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn record(e: serde_json::Error) -> StoreError {
+    StoreError::Record(e.to_string())
 }
 
 impl Store {
     /// Opens (creating if needed) `dir/switchyard.db`.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+            .map_err(|e| StoreError::Directory(dir.display().to_string(), e.to_string()))?;
         let conn = Connection::open(dir.join("switchyard.db")).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -45,7 +60,7 @@ impl Store {
     }
 
     /// Reserves an id for a new rollout of `model`.
-    pub fn next_id(&self, model: &str) -> Result<i64, String> {
+    pub fn next_id(&self, model: &str) -> Result<i64, StoreError> {
         let conn = self.conn.lock();
         conn.execute(
             "INSERT INTO rollouts (model, active, state) VALUES (?1, 0, '{}')",
@@ -56,10 +71,10 @@ impl Store {
     }
 
     /// Saves the rollout and (when given) its event atomically.
-    pub fn save(&self, r: &Rollout, event: Option<&Event>) -> Result<(), String> {
+    pub fn save(&self, r: &Rollout, event: Option<&Event>) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction().map_err(err)?;
-        let state = serde_json::to_string(r).map_err(err)?;
+        let state = serde_json::to_string(r).map_err(record)?;
         tx.execute(
             "UPDATE rollouts SET active = ?1, state = ?2 WHERE id = ?3",
             params![!r.phase.is_final() as i64, state, r.id],
@@ -68,7 +83,7 @@ impl Store {
         if let Some(e) = event {
             tx.execute(
                 "INSERT INTO events (rollout_id, model, event) VALUES (?1, ?2, ?3)",
-                params![r.id, r.model, serde_json::to_string(e).map_err(err)?],
+                params![r.id, r.model, serde_json::to_string(e).map_err(record)?],
             )
             .map_err(err)?;
         }
@@ -76,18 +91,21 @@ impl Store {
     }
 
     /// Rollouts not yet Promoted or Aborted.
-    pub fn active(&self) -> Result<Vec<Rollout>, String> {
+    pub fn active(&self) -> Result<Vec<Rollout>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn
             .prepare("SELECT state FROM rollouts WHERE active = 1 ORDER BY id")
             .map_err(err)?;
         let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(err)?;
-        rows.map(|r| r.map_err(err).and_then(|s| serde_json::from_str(&s).map_err(err)))
-            .collect()
+        rows.map(|r| {
+            r.map_err(err)
+                .and_then(|s| serde_json::from_str(&s).map_err(record))
+        })
+        .collect()
     }
 
     /// The newest rollout of `model`.
-    pub fn latest(&self, model: &str) -> Result<Option<Rollout>, String> {
+    pub fn latest(&self, model: &str) -> Result<Option<Rollout>, StoreError> {
         let conn = self.conn.lock();
         let state: Option<String> = conn
             .query_row(
@@ -97,11 +115,13 @@ impl Store {
             )
             .optional()
             .map_err(err)?;
-        state.map(|s| serde_json::from_str(&s).map_err(err)).transpose()
+        state
+            .map(|s| serde_json::from_str(&s).map_err(record))
+            .transpose()
     }
 
     /// Every event of `model`, oldest first.
-    pub fn events(&self, model: &str) -> Result<Vec<(i64, Event)>, String> {
+    pub fn events(&self, model: &str) -> Result<Vec<(i64, Event)>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn
             .prepare("SELECT rollout_id, event FROM events WHERE model = ?1 ORDER BY id")
@@ -113,7 +133,7 @@ impl Store {
             .map_err(err)?;
         rows.map(|r| {
             r.map_err(err)
-                .and_then(|(id, s)| serde_json::from_str(&s).map(|e| (id, e)).map_err(err))
+                .and_then(|(id, s)| serde_json::from_str(&s).map(|e| (id, e)).map_err(record))
         })
         .collect()
     }

@@ -1,15 +1,18 @@
-//! Pre-deployment validation (SPEC §5.6): before any traffic, the candidate
+//! Pre-deployment validation: before any traffic, the candidate
 //! must load, match the stable version's signature, run every sample with
 //! finite outputs, reach `min_accuracy` on labelled samples, keep its p95
 //! under `max_p95_ms`, stay under the size limit and match its sha256.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::repository::{Repository, VersionState};
-use crate::tensor::TensorData;
+use crate::repository::config::ValidationConfig;
+use crate::repository::{ModelEntry, Repository, Samples, VersionState};
+use crate::runtime::{Signature, TensorSpec, VersionRuntime};
+use crate::tensor::{Tensor, TensorData};
 
 /// Warm runs timed for the latency check.
 const LATENCY_RUNS: usize = 50;
@@ -68,28 +71,54 @@ fn finite(d: &TensorData) -> bool {
 /// version next to the serving ones if needed).
 pub fn validate(repo: &Repository, model: &str, version: u64, stable: Option<u64>) -> Report {
     let mut checks = Vec::new();
-    let report = |checks: Vec<Check>| Report {
+    let loaded = load(repo, model, version, &mut checks);
+    if let Some((m, runtime)) = loaded {
+        let sig = runtime.signature().clone();
+        if let Some(s) = stable
+            .and_then(|s| m.versions.get(&s))
+            .and_then(|v| v.signature().cloned())
+        {
+            checks.push(signature(&sig, &s));
+        }
+        let first_inputs = match m.samples.as_deref() {
+            Some(samples) => run_samples(&runtime, &sig, samples, &m.config.validation, &mut checks),
+            None => None,
+        };
+        let inputs = first_inputs.unwrap_or_else(|| crate::repository::warmup_inputs(&sig, None));
+        checks.push(latency(&runtime, inputs, m.config.validation.max_p95_ms));
+        file_checks(repo, model, version, &m.config.validation, &mut checks);
+    }
+    Report {
         model: model.to_string(),
         version,
         against: stable,
         passed: checks.iter().all(|c| c.passed),
         checks,
-    };
+    }
+}
+
+/// "loads": the version loads and warms up; its model entry and runtime.
+fn load(
+    repo: &Repository,
+    model: &str,
+    version: u64,
+    checks: &mut Vec<Check>,
+) -> Option<(Arc<ModelEntry>, Arc<VersionRuntime>)> {
     match repo.load_specific(model, version) {
         Ok(VersionState::Ready) => checks.push(check("loads", true, "READY", "loaded and warmed up")),
         Ok(state) => {
             checks.push(check("loads", false, state.name(), state.reason().to_string()));
-            return report(checks);
+            return None;
         }
         Err(e) => {
-            checks.push(check("loads", false, "missing", e));
-            return report(checks);
+            checks.push(check("loads", false, "missing", e.to_string()));
+            return None;
         }
     }
     let snapshot = repo.snapshot();
-    let Some(m) = snapshot.models.get(model) else {
+    let Some(m) = snapshot.models.get(model).cloned() else {
         checks.push(check("loads", false, "missing", "model vanished"));
-        return report(checks);
+        return None;
     };
     let Some(runtime) = m.versions.get(&version).and_then(|v| v.runtime.clone()) else {
         checks.push(check(
@@ -98,122 +127,126 @@ pub fn validate(repo: &Repository, model: &str, version: u64, stable: Option<u64
             "not READY",
             "version unloaded during validation",
         ));
-        return report(checks);
+        return None;
     };
-    let sig = runtime.signature().clone();
+    Some((m, runtime))
+}
 
-    // signature
-    if let Some(s) = stable
-        .and_then(|s| m.versions.get(&s))
-        .and_then(|v| v.signature().cloned())
-    {
-        let mut diffs = Vec::new();
-        if sig.inputs != s.inputs {
-            diffs.push(format!(
-                "inputs {:?} vs stable {:?}",
-                brief(&sig.inputs),
-                brief(&s.inputs)
-            ));
-        }
-        let outs = |v: &[crate::runtime::TensorSpec]| {
-            v.iter().map(|t| (t.name.clone(), t.datatype)).collect::<Vec<_>>()
-        };
-        if outs(&sig.outputs) != outs(&s.outputs) {
-            diffs.push(format!(
-                "outputs {:?} vs stable {:?}",
-                brief(&sig.outputs),
-                brief(&s.outputs)
-            ));
-        }
-        checks.push(check(
+/// "signature": the same inputs (names, types, shapes) and output names
+/// and types as the stable version.
+fn signature(sig: &Signature, stable: &Signature) -> Check {
+    let mut diffs = Vec::new();
+    if sig.inputs != stable.inputs {
+        diffs.push(format!(
+            "inputs {:?} vs stable {:?}",
+            brief(&sig.inputs),
+            brief(&stable.inputs)
+        ));
+    }
+    let outs = |v: &[TensorSpec]| v.iter().map(|t| (t.name.clone(), t.datatype)).collect::<Vec<_>>();
+    if outs(&sig.outputs) != outs(&stable.outputs) {
+        diffs.push(format!(
+            "outputs {:?} vs stable {:?}",
+            brief(&sig.outputs),
+            brief(&stable.outputs)
+        ));
+    }
+    if diffs.is_empty() {
+        check(
             "signature",
-            diffs.is_empty(),
-            if diffs.is_empty() {
-                "compatible"
-            } else {
-                "incompatible"
-            },
-            if diffs.is_empty() {
-                "same inputs and outputs as the stable version".into()
-            } else {
-                diffs.join("; ")
-            },
-        ));
+            true,
+            "compatible",
+            "same inputs and outputs as the stable version",
+        )
+    } else {
+        check("signature", false, "incompatible", diffs.join("; "))
     }
+}
 
-    // samples: finite outputs, accuracy
-    let samples = m.samples.clone();
-    let validation = &m.config.validation;
+/// "samples" (every sample runs with finite outputs) and "accuracy" (on
+/// labelled samples, against `min_accuracy`). Returns the first sample's
+/// inputs for the latency check.
+fn run_samples(
+    runtime: &VersionRuntime,
+    sig: &Signature,
+    samples: &Samples,
+    validation: &ValidationConfig,
+    checks: &mut Vec<Check>,
+) -> Option<Vec<Tensor>> {
+    let (mut ran, mut bad, mut labelled, mut correct) = (0, Vec::new(), 0usize, 0usize);
+    let label_index = samples.label_output.as_deref().and_then(|l| sig.output_index(l));
     let mut first_inputs = None;
-    if let Some(samples) = samples.as_deref() {
-        let (mut ran, mut bad, mut labelled, mut correct) = (0, Vec::new(), 0usize, 0usize);
-        let label_index = samples.label_output.as_deref().and_then(|l| sig.output_index(l));
-        for (i, sample) in samples.samples.iter().enumerate() {
-            let inputs = match sample.tensors(&sig) {
-                Ok(t) => t,
-                Err(e) => {
-                    bad.push(format!("sample {i}: {e}"));
-                    continue;
-                }
-            };
-            if first_inputs.is_none() {
-                first_inputs = Some(inputs.clone());
+    for (i, sample) in samples.samples.iter().enumerate() {
+        let inputs = match sample.tensors(sig) {
+            Ok(t) => t,
+            Err(e) => {
+                bad.push(format!("sample {i}: {e}"));
+                continue;
             }
-            match runtime.infer_blocking(inputs) {
-                Ok(outputs) => {
-                    ran += 1;
-                    if let Some(t) = outputs.iter().find(|t| !finite(&t.data)) {
-                        bad.push(format!("sample {i}: output '{}' is not finite", t.name));
-                    }
-                    if let (Some(li), Some(label)) = (label_index, sample.label) {
-                        labelled += 1;
-                        let predicted = match &outputs[li].data {
-                            TensorData::Int64(v) => v.first().copied(),
-                            TensorData::Int32(v) => v.first().map(|&x| x as i64),
-                            _ => None,
-                        };
-                        if predicted == Some(label) {
-                            correct += 1;
-                        }
-                    }
-                }
-                Err(e) => bad.push(format!("sample {i}: {e}")),
-            }
+        };
+        if first_inputs.is_none() {
+            first_inputs = Some(inputs.clone());
         }
-        checks.push(check(
-            "samples",
-            bad.is_empty(),
-            format!("{ran}/{} ran", samples.samples.len()),
-            if bad.is_empty() {
-                "all outputs finite".to_string()
-            } else {
-                bad.into_iter().take(3).collect::<Vec<_>>().join("; ")
-            },
-        ));
-        if labelled > 0 {
-            let acc = correct as f64 / labelled as f64;
-            let min = validation.min_accuracy;
-            checks.push(check(
-                "accuracy",
-                min.is_none_or(|m| acc >= m),
-                format!("{acc:.4}"),
-                match min {
-                    Some(m) => format!("{correct}/{labelled} correct; min_accuracy {m}"),
-                    None => format!("{correct}/{labelled} correct; no min_accuracy set"),
-                },
-            ));
-        } else if let Some(min) = validation.min_accuracy {
-            checks.push(check(
-                "accuracy",
-                false,
-                "n/a",
-                format!("min_accuracy {min} needs labelled samples"),
-            ));
+        match runtime.infer_blocking(inputs) {
+            Ok(outputs) => {
+                ran += 1;
+                if let Some(t) = outputs.iter().find(|t| !finite(&t.data)) {
+                    bad.push(format!("sample {i}: output '{}' is not finite", t.name));
+                }
+                if let (Some(li), Some(label)) = (label_index, sample.label) {
+                    labelled += 1;
+                    if predicted_label(&outputs[li].data) == Some(label) {
+                        correct += 1;
+                    }
+                }
+            }
+            Err(e) => bad.push(format!("sample {i}: {e}")),
         }
     }
+    checks.push(check(
+        "samples",
+        bad.is_empty(),
+        format!("{ran}/{} ran", samples.samples.len()),
+        if bad.is_empty() {
+            "all outputs finite".to_string()
+        } else {
+            bad.into_iter().take(3).collect::<Vec<_>>().join("; ")
+        },
+    ));
+    let min = validation.min_accuracy;
+    if labelled > 0 {
+        let acc = correct as f64 / labelled as f64;
+        checks.push(check(
+            "accuracy",
+            min.is_none_or(|m| acc >= m),
+            format!("{acc:.4}"),
+            match min {
+                Some(m) => format!("{correct}/{labelled} correct; min_accuracy {m}"),
+                None => format!("{correct}/{labelled} correct; no min_accuracy set"),
+            },
+        ));
+    } else if let Some(min) = min {
+        checks.push(check(
+            "accuracy",
+            false,
+            "n/a",
+            format!("min_accuracy {min} needs labelled samples"),
+        ));
+    }
+    first_inputs
+}
 
-    // latency
-    let inputs = first_inputs.unwrap_or_else(|| crate::repository::warmup_inputs(&sig, None));
+/// The class a label output holds for the first row.
+fn predicted_label(data: &TensorData) -> Option<i64> {
+    match data {
+        TensorData::Int64(v) => v.first().copied(),
+        TensorData::Int32(v) => v.first().map(|&x| x as i64),
+        _ => None,
+    }
+}
+
+/// "latency": p95 over warm runs, against `max_p95_ms`.
+fn latency(runtime: &VersionRuntime, inputs: Vec<Tensor>, max_p95_ms: Option<f64>) -> Check {
     let mut times = Vec::with_capacity(LATENCY_RUNS);
     for _ in 0..LATENCY_RUNS {
         let t = Instant::now();
@@ -227,50 +260,59 @@ pub fn validate(repo: &Repository, model: &str, version: u64, stable: Option<u64
         .get(((times.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
         .copied()
         .unwrap_or(f64::INFINITY);
-    checks.push(check(
+    check(
         "latency",
-        validation.max_p95_ms.is_none_or(|m| p95 <= m),
+        max_p95_ms.is_none_or(|m| p95 <= m),
         format!("{p95:.3} ms"),
-        match validation.max_p95_ms {
+        match max_p95_ms {
             Some(m) => format!("p95 over {} warm runs; max_p95_ms {m}", times.len()),
             None => format!("p95 over {} warm runs; no max_p95_ms set", times.len()),
         },
-    ));
+    )
+}
 
-    // size and sha256
+/// "size" (against `max_file_bytes`) and "sha256" (when one is given).
+fn file_checks(
+    repo: &Repository,
+    model: &str,
+    version: u64,
+    validation: &ValidationConfig,
+    checks: &mut Vec<Check>,
+) {
     let path = repo
         .root()
         .join(model)
         .join(version.to_string())
         .join("model.onnx");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let size = bytes.len() as u64;
-            checks.push(check(
-                "size",
-                validation.max_file_bytes.is_none_or(|m| size <= m),
-                format!("{size} bytes"),
-                match validation.max_file_bytes {
-                    Some(m) => format!("max_file_bytes {m}"),
-                    None => "no max_file_bytes set".into(),
-                },
-            ));
-            if let Some(want) = validation.sha256.get(&version) {
-                let got = format!("{:x}", Sha256::digest(&bytes));
-                checks.push(check(
-                    "sha256",
-                    got.eq_ignore_ascii_case(want),
-                    got,
-                    format!("expected {want}"),
-                ));
-            }
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            checks.push(check("size", false, "unreadable", e.to_string()));
+            return;
         }
-        Err(e) => checks.push(check("size", false, "unreadable", e.to_string())),
+    };
+    let size = bytes.len() as u64;
+    checks.push(check(
+        "size",
+        validation.max_file_bytes.is_none_or(|m| size <= m),
+        format!("{size} bytes"),
+        match validation.max_file_bytes {
+            Some(m) => format!("max_file_bytes {m}"),
+            None => "no max_file_bytes set".into(),
+        },
+    ));
+    if let Some(want) = validation.sha256.get(&version) {
+        let got = format!("{:x}", Sha256::digest(&bytes));
+        checks.push(check(
+            "sha256",
+            got.eq_ignore_ascii_case(want),
+            got,
+            format!("expected {want}"),
+        ));
     }
-    report(checks)
 }
 
-fn brief(specs: &[crate::runtime::TensorSpec]) -> Vec<String> {
+fn brief(specs: &[TensorSpec]) -> Vec<String> {
     specs
         .iter()
         .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{Backend, Job, RunMetrics, RuntimeError, VersionStats};
+use super::job::{Backend, Job, RunMetrics, RuntimeError};
+use super::stats::VersionStats;
 use crate::tensor::{Tensor, TensorData};
 
 pub(super) struct Worker {
@@ -99,7 +100,7 @@ impl Worker {
         let ran = Instant::now();
         self.metrics.inference.record((ran - built).as_secs_f64());
         self.metrics.batch_rows.record(total_rows as f64);
-        let outcome = result.map_err(RuntimeError::Inference).and_then(|outputs| {
+        let outcome = result.map_err(RuntimeError::from).and_then(|outputs| {
             if requests == 1 {
                 Ok(vec![outputs])
             } else {

@@ -45,45 +45,61 @@ impl Signature {
 
     /// Checks request tensors against the declared inputs and returns them in
     /// declaration order. Errors name the model input at fault.
-    pub fn order_inputs(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+    pub fn order_inputs(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>, InputError> {
         let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
         for t in tensors {
             let Some(i) = self.input_index(&t.name) else {
                 let known: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-                return Err(format!(
-                    "unknown input '{}' (the model takes {})",
-                    t.name,
-                    known.join(", ")
-                ));
+                return Err(InputError::Unknown {
+                    name: t.name,
+                    known: known.join(", "),
+                });
             };
             let spec = &self.inputs[i];
             if t.dtype() != spec.datatype {
-                return Err(format!(
-                    "input '{}' has datatype {} but the model expects {}",
-                    t.name,
-                    t.dtype(),
-                    spec.datatype
-                ));
+                return Err(InputError::Datatype {
+                    got: t.dtype(),
+                    name: t.name,
+                    want: spec.datatype,
+                });
             }
             if !shape_matches(&spec.shape, &t.shape) {
-                return Err(format!(
-                    "input '{}' has shape {} but the model expects {}",
-                    t.name,
-                    shape_string(&t.shape),
-                    shape_string(&spec.shape)
-                ));
+                return Err(InputError::Shape {
+                    name: t.name,
+                    got: shape_string(&t.shape),
+                    want: shape_string(&spec.shape),
+                });
             }
             if slots[i].is_some() {
-                return Err(format!("input '{}' is given twice", t.name));
+                return Err(InputError::Twice(t.name));
             }
             slots[i] = Some(t);
         }
         slots
             .into_iter()
             .zip(&self.inputs)
-            .map(|(slot, spec)| slot.ok_or_else(|| format!("missing input '{}'", spec.name)))
+            .map(|(slot, spec)| slot.ok_or_else(|| InputError::Missing(spec.name.clone())))
             .collect()
     }
+}
+
+/// Why request tensors do not fit a signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("unknown input '{name}' (the model takes {known})")]
+    Unknown { name: String, known: String },
+    #[error("input '{name}' has datatype {got} but the model expects {want}")]
+    Datatype {
+        name: String,
+        got: DataType,
+        want: DataType,
+    },
+    #[error("input '{name}' has shape {got} but the model expects {want}")]
+    Shape { name: String, got: String, want: String },
+    #[error("input '{0}' is given twice")]
+    Twice(String),
+    #[error("missing input '{0}'")]
+    Missing(String),
 }
 
 /// True when `actual` fits `declared` (same rank; `-1` matches any size).
@@ -144,18 +160,18 @@ mod tests {
         let err = s
             .order_inputs(vec![t("a", vec![1, 2], TensorData::Fp32(vec![1.0, 2.0]))])
             .unwrap_err();
-        assert_eq!(err, "missing input 'b'");
+        assert_eq!(err.to_string(), "missing input 'b'");
         let err = s
             .order_inputs(vec![t("a", vec![1, 3], TensorData::Fp32(vec![0.0; 3]))])
             .unwrap_err();
-        assert!(err.contains("shape [1, 3]"), "{err}");
+        assert!(err.to_string().contains("shape [1, 3]"), "{err}");
         let err = s
             .order_inputs(vec![t("a", vec![2], TensorData::Int64(vec![1, 2]))])
             .unwrap_err();
-        assert!(err.contains("datatype INT64"), "{err}");
+        assert!(err.to_string().contains("datatype INT64"), "{err}");
         let err = s
             .order_inputs(vec![t("zz", vec![1], TensorData::Int64(vec![1]))])
             .unwrap_err();
-        assert!(err.contains("unknown input 'zz'"), "{err}");
+        assert!(err.to_string().contains("unknown input 'zz'"), "{err}");
     }
 }

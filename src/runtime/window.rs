@@ -1,30 +1,130 @@
-//! A *window* holds a version's recent outcomes as clients saw them (status
-//! class and latency of each request, and feedback values), so rollout
-//! analysis can compare two versions over the same period. It is bounded in
-//! both count and age; percentiles are exact over what it holds.
+//! A *window* holds a version's recent outcomes as clients saw them (whether
+//! each request succeeded and how long it took) and the feedback values
+//! posted for it, so rollout analysis can compare two versions over the same
+//! period.
+//!
+//! Outcomes go into time *buckets*: 5 s each for the last 30 minutes, merged
+//! into 5-minute buckets up to 6 hours. A bucket holds counts, a latency
+//! histogram (hdrhistogram, 1% precision) and the moments of the feedback
+//! values, all mergeable, so memory is bounded by the number of buckets
+//! whatever the request rate, and a summary of any period (a whole canary
+//! step) merges the buckets it covers. Periods are resolved to 5 s.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-/// Events kept per version at most.
-const MAX_EVENTS: usize = 200_000;
-/// Events older than this are dropped.
-const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+/// Width of a recent bucket.
+const FINE: u64 = 5;
+/// Recent buckets are kept this long before they are merged.
+const FINE_SPAN: u64 = 30 * 60;
+/// Width of an older bucket.
+const COARSE: u64 = 5 * 60;
+/// Buckets older than this are dropped.
+const MAX_AGE: u64 = 6 * 60 * 60;
+/// Latencies are recorded in microseconds up to a minute (longer ones count
+/// as a minute).
+const MAX_LATENCY_US: u64 = 60_000_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Outcome {
-    at: SystemTime,
-    ok: bool,
-    latency_us: u32,
+/// The count, mean and sum of squared deviations of a set of values, and
+/// how many of them were neither 0 nor 1. Merged with Chan's formula.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Moments {
+    pub count: u64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+    /// Values other than 0 and 1 (when 0, the values are proportions).
+    pub non_binary: u64,
+}
+
+impl Moments {
+    /// Adds one value.
+    pub fn push(&mut self, x: f64) {
+        self.merge(&Moments {
+            count: 1,
+            mean: x,
+            m2: 0.0,
+            non_binary: u64::from(x != 0.0 && x != 1.0),
+        });
+    }
+
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &Moments) {
+        if other.count == 0 {
+            return;
+        }
+        let (n1, n2) = (self.count as f64, other.count as f64);
+        let n = n1 + n2;
+        let delta = other.mean - self.mean;
+        self.mean += delta * n2 / n;
+        self.m2 += other.m2 + delta * delta * n1 * n2 / n;
+        self.count += other.count;
+        self.non_binary += other.non_binary;
+    }
+
+    /// The sample variance (n − 1 denominator); 0 below two values.
+    pub fn variance(&self) -> f64 {
+        if self.count < 2 {
+            0.0
+        } else {
+            self.m2 / (self.count - 1) as f64
+        }
+    }
+
+    /// The number of ones, when the values are proportions.
+    pub fn successes(&self) -> u64 {
+        (self.mean * self.count as f64).round() as u64
+    }
+}
+
+/// One period of outcomes.
+struct Bucket {
+    /// Seconds since the Unix epoch, aligned to the bucket's width.
+    start: u64,
+    /// `FINE` or `COARSE` seconds.
+    width: u64,
+    requests: u64,
+    errors: u64,
+    latency_us: Histogram<u32>,
+    feedback: Moments,
+}
+
+impl Bucket {
+    fn new(start: u64) -> Bucket {
+        Bucket {
+            start,
+            width: FINE,
+            requests: 0,
+            errors: 0,
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid histogram bounds"),
+            feedback: Moments::default(),
+        }
+    }
+
+    fn absorb(&mut self, other: &Bucket) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+        self.feedback.merge(&other.feedback);
+    }
 }
 
 /// Recent outcomes and feedback of one version.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Window {
-    outcomes: Mutex<VecDeque<Outcome>>,
-    feedback: Mutex<VecDeque<(SystemTime, f64)>>,
+    buckets: Mutex<VecDeque<Bucket>>,
+}
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("buckets", &self.buckets.lock().len())
+            .finish()
+    }
 }
 
 /// What a window says about a period.
@@ -38,86 +138,101 @@ pub struct Summary {
     pub p99_ms: f64,
     pub feedback_count: u64,
     pub feedback_mean: f64,
-    #[serde(skip)]
-    pub feedback: Vec<f64>,
+    /// The feedback values' moments, for the A/B statistics.
+    #[serde(default)]
+    pub feedback: Moments,
 }
 
-fn push_bounded<T>(q: &mut VecDeque<T>, item: T, at: impl Fn(&T) -> SystemTime, now: SystemTime) {
-    if q.len() == MAX_EVENTS {
-        q.pop_front();
-    }
-    while q
-        .front()
-        .is_some_and(|e| now.duration_since(at(e)).is_ok_and(|age| age > MAX_AGE))
-    {
-        q.pop_front();
-    }
-    q.push_back(item);
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Window {
-    /// Records one request: `ok` is false for server-side failures (5xx).
+    /// Records one request: `ok` is false for server-side failures.
     pub fn record(&self, ok: bool, latency: Duration) {
-        let now = SystemTime::now();
-        let outcome = Outcome {
-            at: now,
-            ok,
-            latency_us: latency.as_micros().min(u32::MAX as u128) as u32,
-        };
-        push_bounded(&mut self.outcomes.lock(), outcome, |o| o.at, now);
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.with_current(SystemTime::now(), |b| {
+            b.requests += 1;
+            b.errors += u64::from(!ok);
+            b.latency_us.saturating_record(us);
+        });
     }
 
     /// Records one feedback value.
     pub fn record_feedback(&self, value: f64) {
-        let now = SystemTime::now();
-        push_bounded(&mut self.feedback.lock(), (now, value), |f| f.0, now);
+        self.with_current(SystemTime::now(), |b| b.feedback.push(value));
     }
 
-    /// Summarises everything recorded at or after `since`.
+    /// Applies `f` to the bucket of `now`, opening it (and compacting old
+    /// buckets) when it is new.
+    fn with_current(&self, now: SystemTime, f: impl FnOnce(&mut Bucket)) {
+        let secs = unix_secs(now);
+        let start = secs - secs % FINE;
+        let mut buckets = self.buckets.lock();
+        if buckets.back().is_none_or(|b| b.start < start) {
+            compact(&mut buckets, secs);
+            buckets.push_back(Bucket::new(start));
+        }
+        // A clock that stepped back records into the newest bucket.
+        if let Some(b) = buckets.back_mut() {
+            f(b);
+        }
+    }
+
+    /// Summarises everything recorded at or after `since` (to 5 s).
     pub fn summary(&self, since: SystemTime) -> Summary {
-        let mut latencies: Vec<u32> = Vec::new();
-        let mut errors = 0u64;
-        for o in self.outcomes.lock().iter().filter(|o| o.at >= since) {
-            latencies.push(o.latency_us);
-            if !o.ok {
-                errors += 1;
+        let since = unix_secs(since);
+        let mut total = Bucket::new(0);
+        for b in self.buckets.lock().iter() {
+            if b.start + b.width > since {
+                total.absorb(b);
             }
         }
-        latencies.sort_unstable();
-        let pct = |p: f64| -> f64 {
-            if latencies.is_empty() {
-                return 0.0;
-            }
-            let i = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
-            latencies[i] as f64 / 1000.0
-        };
-        let feedback: Vec<f64> = self
-            .feedback
-            .lock()
-            .iter()
-            .filter(|(at, _)| *at >= since)
-            .map(|(_, v)| *v)
-            .collect();
-        let requests = latencies.len() as u64;
-        Summary {
-            requests,
-            errors,
-            error_rate: if requests == 0 {
+        let pct = |q: f64| -> f64 {
+            if total.latency_us.is_empty() {
                 0.0
             } else {
-                errors as f64 / requests as f64
+                total.latency_us.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        Summary {
+            requests: total.requests,
+            errors: total.errors,
+            error_rate: if total.requests == 0 {
+                0.0
+            } else {
+                total.errors as f64 / total.requests as f64
             },
             p50_ms: pct(0.50),
             p95_ms: pct(0.95),
             p99_ms: pct(0.99),
-            feedback_count: feedback.len() as u64,
-            feedback_mean: if feedback.is_empty() {
-                0.0
-            } else {
-                feedback.iter().sum::<f64>() / feedback.len() as f64
-            },
-            feedback,
+            feedback_count: total.feedback.count,
+            feedback_mean: total.feedback.mean,
+            feedback: total.feedback,
         }
+    }
+}
+
+/// Merges fine buckets older than `FINE_SPAN` into coarse ones and drops
+/// buckets older than `MAX_AGE` (`now` in Unix seconds).
+fn compact(buckets: &mut VecDeque<Bucket>, now: u64) {
+    while buckets.front().is_some_and(|b| b.start + MAX_AGE < now) {
+        buckets.pop_front();
+    }
+    let fine_from = now.saturating_sub(FINE_SPAN);
+    let mut i = 0;
+    while i < buckets.len() && buckets[i].start < fine_from {
+        if buckets[i].width == FINE {
+            let coarse = buckets[i].start - buckets[i].start % COARSE;
+            if i > 0 && buckets[i - 1].start == coarse {
+                let b = buckets.remove(i).expect("index in range");
+                buckets[i - 1].absorb(&b);
+                continue;
+            }
+            buckets[i].start = coarse;
+            buckets[i].width = COARSE;
+        }
+        i += 1;
     }
 }
 
@@ -128,7 +243,7 @@ mod tests {
     #[test]
     fn summarises_a_period() {
         let w = Window::default();
-        let before = SystemTime::now();
+        let before = SystemTime::now() - Duration::from_secs(FINE);
         for i in 1..=100u64 {
             w.record(i % 10 != 0, Duration::from_millis(i));
         }
@@ -138,12 +253,52 @@ mod tests {
         assert_eq!(s.requests, 100);
         assert_eq!(s.errors, 10);
         assert!((s.error_rate - 0.1).abs() < 1e-12);
-        assert_eq!(s.p50_ms, 50.0);
-        assert_eq!(s.p95_ms, 95.0);
-        assert_eq!(s.p99_ms, 99.0);
+        // hdrhistogram keeps 2 significant digits
+        assert!((s.p50_ms - 50.0).abs() <= 0.5, "{}", s.p50_ms);
+        assert!((s.p95_ms - 95.0).abs() <= 1.0, "{}", s.p95_ms);
+        assert!((s.p99_ms - 99.0).abs() <= 1.0, "{}", s.p99_ms);
         assert_eq!(s.feedback_count, 2);
         assert_eq!(s.feedback_mean, 0.5);
-        let later = w.summary(SystemTime::now() + Duration::from_secs(1));
+        assert_eq!(s.feedback.non_binary, 0);
+        let later = w.summary(SystemTime::now() + Duration::from_secs(2 * FINE));
         assert_eq!(later.requests, 0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_buckets_not_requests() {
+        let mut buckets = VecDeque::new();
+        // two days of one bucket every 5 s, compacted as they come
+        let start = 1_000_000_000 - 1_000_000_000 % COARSE;
+        for k in 0..(2 * 24 * 3600 / FINE) {
+            let t = start + k * FINE;
+            compact(&mut buckets, t);
+            let mut b = Bucket::new(t);
+            b.requests = 1;
+            buckets.push_back(b);
+        }
+        let expected = FINE_SPAN / FINE + (MAX_AGE - FINE_SPAN) / COARSE + 2;
+        assert!(buckets.len() as u64 <= expected, "{} buckets", buckets.len());
+        let kept: u64 = buckets.iter().map(|b| b.requests).sum();
+        // six hours of one request per bucket are still counted
+        assert!(kept >= MAX_AGE / FINE, "{kept}");
+        assert!(kept <= MAX_AGE / FINE + COARSE / FINE, "{kept}");
+    }
+
+    #[test]
+    fn moments_merge_like_the_whole() {
+        let xs = [1.0, 2.0, 4.0, 7.0, 0.5, 3.25];
+        let mut whole = Moments::default();
+        xs.iter().for_each(|&x| whole.push(x));
+        let (mut a, mut b) = (Moments::default(), Moments::default());
+        xs[..2].iter().for_each(|&x| a.push(x));
+        xs[2..].iter().for_each(|&x| b.push(x));
+        a.merge(&b);
+        assert_eq!(a.count, 6);
+        assert!((a.mean - whole.mean).abs() < 1e-12);
+        assert!((a.variance() - whole.variance()).abs() < 1e-12);
+        let mean = xs.iter().sum::<f64>() / 6.0;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 5.0;
+        assert!((whole.variance() - var).abs() < 1e-12);
+        assert_eq!(whole.non_binary, 5);
     }
 }

@@ -1,4 +1,4 @@
-//! Every metric name switchyard exports (SPEC §8). Prefix `switchyard_`,
+//! Every metric name switchyard exports. Prefix `switchyard_`,
 //! units in the name, `_total` on counters; labels come only from bounded
 //! sets: model, version, route, protocol, status class, result, reason,
 //! phase, state.

@@ -226,7 +226,7 @@ pub struct Comparison {
     pub reasons: Vec<String>,
 }
 
-/// Compares two answers output by output (SPEC §4 shadow).
+/// Compares two answers output by output.
 pub fn compare(primary: &[Tensor], shadow: &[Tensor]) -> Comparison {
     let mut cmp = Comparison {
         agree: true,

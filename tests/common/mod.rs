@@ -173,7 +173,7 @@ impl TestServer {
         if let Some(token) = self
             .server
             .as_ref()
-            .and_then(|s| s.state.config.admin_token.clone())
+            .and_then(|s| s.state.settings.admin_token.clone())
         {
             req = req.bearer_auth(token);
         }

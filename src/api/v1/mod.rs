@@ -1,4 +1,4 @@
-//! V1: the TensorFlow Serving REST API, SPEC §3.2.
+//! V1: the TensorFlow Serving REST API.
 //!
 //! A *target path* is what follows `/v1/models/`: a model, optionally
 //! `/versions/{n}` or `/labels/{l}`, and for POST a `:verb` glued to the last
@@ -26,11 +26,13 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{body_bytes, json, json_response, AppState};
-use crate::error::{error_body, ApiError};
-use crate::guard::Peer;
+use crate::api::error::{error_body, ApiError};
+use crate::api::request::{self, Peer};
+use crate::api::respond::{body_bytes, json, json_response};
 use crate::repository::{ModelEntry, VersionEntry, VersionState};
 use crate::runtime::{Signature, TensorSpec};
+use crate::serving::infer::{self, Outcome, Protocol};
+use crate::serving::{AppState, ServeError};
 use crate::traffic::{self, RouteError, Target, VersionSelector};
 
 /// The V1 routes.
@@ -488,27 +490,20 @@ async fn run_predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let caller = super::caller(state, headers);
-    if let Err(e) = crate::guard::check_rate(state, model, caller.user, peer) {
-        return e.into_response();
-    }
-    let target = match super::route(state, model, selector, caller) {
+    let caller = request::caller(state, headers);
+    let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
-        Err(e) => return route_error(e).into_response(),
+        Err(ServeError::Route(e)) => return route_error(e).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    let result = match body_bytes(body, state.config.body_limit) {
+    let result = match body_bytes(body, state.settings.body_limit) {
         Ok(body) => predict_json(state, &target, &body, headers).await,
         Err(e) => Err(e),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    super::route_headers(&mut resp, &target);
-    super::observe(
-        state,
-        &target,
-        super::Protocol::V1,
-        resp.status(),
-        started.elapsed(),
-    );
+    request::route_headers(&mut resp, &target);
+    let outcome = Outcome::of_status(resp.status().as_u16());
+    infer::observe(state, &target, Protocol::V1, outcome, started.elapsed());
     resp
 }
 
@@ -521,17 +516,13 @@ async fn predict_json(
 ) -> Result<Response, ApiError> {
     let model = target.model.name.as_str();
     let request = predict::decode_request(body, target.runtime.signature(), model)?;
-    let timeout = crate::guard::request_timeout(headers, target.runtime.config().timeout_ms)?;
+    let timeout = request::request_timeout(headers, target.runtime.config().timeout_ms)?;
     let mirror = target.shadow.as_ref().map(|_| request.inputs.clone());
-    let outputs = target
-        .runtime
-        .infer(request.inputs, Some(timeout))
-        .await
-        .map_err(|e| ApiError::from_runtime(model, target.version, e))?;
-    let request_id = super::request_id(headers);
-    super::remember(state, request_id.as_deref(), target);
+    let outputs = infer::run(target, request.inputs, timeout).await?;
+    let request_id = request::request_id(headers);
+    infer::remember(state, request_id.as_deref(), target);
     if let Some(inputs) = mirror {
-        super::mirror(state, target, inputs, &outputs, request_id);
+        infer::mirror(state, target, inputs, &outputs, request_id);
     }
     let body = predict::encode_response(request.format, &outputs, model)?;
     Ok(json_response(body))

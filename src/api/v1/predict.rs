@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::nonfinite::quote_nonfinite;
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::runtime::Signature;
 use crate::tensor::json::{tensor_from_value_with, value_shape, write_nested, DecodeOptions, NonFinite};
 use crate::tensor::{shape_string, Tensor};

@@ -1,7 +1,7 @@
 //! A traffic *policy* says, per model, where requests without an explicit
 //! version go: a stable version, optionally a candidate with a weight in
 //! basis points, sticky per-user hashing, an allow-list, version pins, a
-//! shadow and labels (SPEC §4).
+//! shadow and labels.
 //!
 //! [`PolicySpec`] is the JSON the admin API reads and writes; [`Policy`] is a
 //! spec that passed validation against the loaded versions, with its lookups
@@ -13,7 +13,55 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3DefaultBuilder};
 
-use super::Route;
+/// Why a version was chosen for a request (`x-route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Explicit,
+    Label,
+    Pin,
+    AllowList,
+    Sticky,
+    Weighted,
+    Stable,
+    Fallback,
+}
+
+impl Route {
+    /// The `x-route` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Explicit => "explicit",
+            Route::Label => "label",
+            Route::Pin => "pin",
+            Route::AllowList => "allow-list",
+            Route::Sticky => "sticky",
+            Route::Weighted => "weighted",
+            Route::Stable => "stable",
+            Route::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why a policy was refused; the old one stays in force.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidPolicy {
+    #[error("{role} version {version} is not READY")]
+    NotReady { role: String, version: u64 },
+    #[error("candidate weight {0} is above {FULL_WEIGHT} basis points")]
+    WeightTooHigh(u32),
+    #[error("candidate version {0} is also the stable version")]
+    CandidateIsStable(u64),
+    #[error("allow_list needs a candidate")]
+    AllowListWithoutCandidate,
+    #[error("shadow rate {0} is outside 0..=1")]
+    ShadowRate(f64),
+    #[error("shadow version {0} is the stable version")]
+    ShadowIsStable(u64),
+    #[error("label '{0}' is maintained by the policy itself")]
+    ReservedLabel(String),
+    #[error("label '{0}' must be a non-numeric name")]
+    NumericLabel(String),
+}
 
 /// Basis points: 10000 = 100%.
 pub const FULL_WEIGHT: u32 = 10_000;
@@ -120,38 +168,35 @@ impl Policy {
     /// Validates `spec`; `ready(v)` tells whether version `v` is READY.
     /// A candidate with weight 0 and no allow-list is dropped (the plan
     /// degrades to "all on stable").
-    pub fn new(mut spec: PolicySpec, ready: impl Fn(u64) -> bool) -> Result<Policy, String> {
-        let need_ready = |what: &str, v: u64| {
-            if ready(v) {
+    pub fn new(mut spec: PolicySpec, ready: impl Fn(u64) -> bool) -> Result<Policy, InvalidPolicy> {
+        let need_ready = |role: &str, version: u64| {
+            if ready(version) {
                 Ok(())
             } else {
-                Err(format!("{what} version {v} is not READY"))
+                Err(InvalidPolicy::NotReady {
+                    role: role.to_string(),
+                    version,
+                })
             }
         };
         need_ready("stable", spec.stable)?;
         if let Some(c) = &spec.candidate {
             if c.weight > FULL_WEIGHT {
-                return Err(format!(
-                    "candidate weight {} is above {FULL_WEIGHT} basis points",
-                    c.weight
-                ));
+                return Err(InvalidPolicy::WeightTooHigh(c.weight));
             }
             if c.version == spec.stable {
-                return Err(format!(
-                    "candidate version {} is also the stable version",
-                    c.version
-                ));
+                return Err(InvalidPolicy::CandidateIsStable(c.version));
             }
             need_ready("candidate", c.version)?;
         } else if !spec.allow_list.is_empty() {
-            return Err("allow_list needs a candidate".into());
+            return Err(InvalidPolicy::AllowListWithoutCandidate);
         }
         if let Some(s) = &spec.shadow {
             if !(0.0..=1.0).contains(&s.rate) || s.rate.is_nan() {
-                return Err(format!("shadow rate {} is outside 0..=1", s.rate));
+                return Err(InvalidPolicy::ShadowRate(s.rate));
             }
             if s.version == spec.stable {
-                return Err(format!("shadow version {} is the stable version", s.version));
+                return Err(InvalidPolicy::ShadowIsStable(s.version));
             }
             need_ready("shadow", s.version)?;
         }
@@ -160,10 +205,10 @@ impl Policy {
         }
         for (label, &v) in &spec.labels {
             if POLICY_LABELS.contains(&label.as_str()) {
-                return Err(format!("label '{label}' is maintained by the policy itself"));
+                return Err(InvalidPolicy::ReservedLabel(label.clone()));
             }
             if label.is_empty() || label.parse::<u64>().is_ok() {
-                return Err(format!("label '{label}' must be a non-numeric name"));
+                return Err(InvalidPolicy::NumericLabel(label.clone()));
             }
             need_ready(&format!("label '{label}'"), v)?;
         }
@@ -235,7 +280,7 @@ impl Policy {
         v
     }
 
-    /// The decision for a request without an explicit version (SPEC §4):
+    /// The decision for a request without an explicit version:
     /// pin → allow-list → sticky hash or random bucket → stable.
     /// `is_ready(v)` tells whether a pinned version can serve.
     pub fn decide(
@@ -436,13 +481,17 @@ mod tests {
             version: 2,
             weight: 10_001,
         });
-        assert!(Policy::new(spec.clone(), ready).unwrap_err().contains("10001"));
+        assert!(Policy::new(spec.clone(), ready)
+            .unwrap_err()
+            .to_string()
+            .contains("10001"));
         spec.candidate = Some(CandidateSpec {
             version: 2,
             weight: 100,
         });
         assert!(Policy::new(spec.clone(), only(&[1]))
             .unwrap_err()
+            .to_string()
             .contains("candidate version 2"));
         spec.candidate = Some(CandidateSpec {
             version: 1,
@@ -454,21 +503,29 @@ mod tests {
             version: 1,
             rate: 0.5,
         });
-        assert!(Policy::new(spec.clone(), ready).unwrap_err().contains("shadow"));
+        assert!(Policy::new(spec.clone(), ready)
+            .unwrap_err()
+            .to_string()
+            .contains("shadow"));
         spec.shadow = Some(ShadowSpec {
             version: 2,
             rate: 1.5,
         });
-        assert!(Policy::new(spec.clone(), ready).unwrap_err().contains("rate"));
+        assert!(Policy::new(spec.clone(), ready)
+            .unwrap_err()
+            .to_string()
+            .contains("rate"));
         let mut spec = PolicySpec::pinned(1);
         spec.labels.insert("gold".into(), 9);
         assert!(Policy::new(spec.clone(), only(&[1]))
             .unwrap_err()
+            .to_string()
             .contains("gold"));
         spec.labels = BTreeMap::from([("stable".to_string(), 1)]);
         assert!(Policy::new(spec, ready).is_err());
         assert!(Policy::new(PolicySpec::pinned(4), only(&[1]))
             .unwrap_err()
+            .to_string()
             .contains("stable version 4"));
     }
 

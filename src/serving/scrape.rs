@@ -1,11 +1,14 @@
-//! The `/metrics` answer: snapshot gauges refreshed, then the registry rendered.
+//! The metrics answer: the gauges that describe the current snapshot
+//! (version ready, traffic weight, queue depth, circuit state, rate-limit
+//! keys, in-flight) refreshed from the state they read, then the registry
+//! rendered as Prometheus text.
 
 use std::collections::HashSet;
 
 use parking_lot::Mutex;
 
-use super::names;
-use crate::api::AppState;
+use super::state::AppState;
+use crate::telemetry::names;
 
 /// Series set on the previous scrape, so versions that left the snapshot
 /// are set to 0 instead of keeping their last value.
@@ -14,7 +17,7 @@ static SEEN: Mutex<Option<HashSet<(String, u64)>>> = Mutex::new(None);
 /// Refreshes the gauges that describe the current snapshot and renders the
 /// Prometheus text exposition.
 pub fn scrape(state: &AppState) -> String {
-    let handle = super::install_metrics();
+    let handle = crate::telemetry::install_metrics();
     refresh(state);
     handle.run_upkeep();
     handle.render()
@@ -55,7 +58,7 @@ fn refresh(state: &AppState) {
     *seen = Some(now);
     drop(seen);
     gauge!(names::RATE_LIMIT_KEYS).set(state.guard.limits.keys() as f64);
-    gauge!(names::IN_FLIGHT_REQUESTS).set(state.guard.in_flight() as f64);
+    gauge!(names::IN_FLIGHT_REQUESTS).set(state.in_flight() as f64);
 }
 
 /// (version, basis points) of versionless traffic under the model's policy,

@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 
-use crate::config::{AdminArgs, RolloutArgs, RolloutCommand, ValidateArgs};
+use super::args::{AdminArgs, RolloutArgs, RolloutCommand, ValidateArgs};
+use super::client::Admin;
 use crate::repository::Repository;
 use crate::rollout::validation;
 
@@ -55,56 +56,6 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-struct Admin {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Admin {
-    fn new(args: &AdminArgs) -> Admin {
-        Admin {
-            client: reqwest::Client::new(),
-            base: args.admin_url.trim_end_matches('/').to_string(),
-            token: args.token.clone().filter(|t| !t.is_empty()),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<(String, &str)>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.client.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some((body, content_type)) = body {
-            req = req.header("content-type", content_type).body(body);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let msg = value["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            if status == reqwest::StatusCode::UNAUTHORIZED {
-                bail!("{status}: {msg} (set --token or SWITCHYARD_ADMIN_TOKEN)");
-            }
-            bail!("{status}: {msg}");
-        }
-        Ok(value)
-    }
 }
 
 fn print_rollout(v: &Value) {

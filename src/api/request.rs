@@ -1,0 +1,117 @@
+//! What the HTTP front end reads from a predict request (client address,
+//! user key, version pin, request id, deadline) and writes on its answer
+//! (`x-model-version`, `x-route`).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+
+use super::error::ApiError;
+use super::middleware::Served;
+use crate::serving::AppState;
+use crate::traffic::{Caller, Target};
+
+/// The request header that may lower a model's deadline.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+/// The request id header (taken from the client or generated, always echoed).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The address of the client (from the listener's connect info; the
+/// unspecified address when there is none, e.g. in `oneshot` tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Peer, Infallible> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ))
+    }
+}
+
+/// What routing may use from the request headers: the user key and a
+/// version pin (`x-model-version`).
+pub fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Caller<'h> {
+    Caller {
+        user: headers
+            .get(&state.settings.user_header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty()),
+        pin: headers
+            .get("x-model-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
+    }
+}
+
+/// The client's request id header, if any.
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The deadline of one request: the model's `timeout_ms`, lowered (never
+/// raised) by an `x-request-timeout-ms` header.
+pub fn request_timeout(headers: &HeaderMap, model_timeout_ms: u64) -> Result<Duration, ApiError> {
+    let model = Duration::from_millis(model_timeout_ms);
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(model);
+    };
+    let ms: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{TIMEOUT_HEADER} must be a positive number of milliseconds, got {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+            ))
+        })?;
+    Ok(model.min(Duration::from_millis(ms)))
+}
+
+/// Adds `x-model-version` and `x-route` to a predict response, and what
+/// the request log needs.
+pub fn route_headers(resp: &mut Response, target: &Target) {
+    let headers = resp.headers_mut();
+    headers.insert("x-model-version", HeaderValue::from(target.version));
+    headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    resp.extensions_mut().insert(Served {
+        model: target.model.name.clone(),
+        version: target.version,
+        route: target.route.name(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_header_only_lowers_the_deadline() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_secs(5));
+        h.insert(TIMEOUT_HEADER, HeaderValue::from_static("50"));
+        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_millis(50));
+        h.insert(TIMEOUT_HEADER, HeaderValue::from_static("60000"));
+        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_secs(5));
+        h.insert(TIMEOUT_HEADER, HeaderValue::from_static("soon"));
+        assert_eq!(request_timeout(&h, 5000).unwrap_err().status(), 400);
+        h.insert(TIMEOUT_HEADER, HeaderValue::from_static("0"));
+        assert!(request_timeout(&h, 5000).is_err());
+    }
+}

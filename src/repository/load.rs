@@ -1,0 +1,229 @@
+//! Loading: reading a model's files and starting its versions (ONNX
+//! Runtime sessions on worker threads), each warmed up on a real inference
+//! before it is reported READY. A version that fails to load is reported
+//! UNAVAILABLE with the reason and never disturbs the versions that serve.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::config::ModelConfig;
+use super::error::LoadError;
+use super::external;
+use super::samples::Samples;
+use super::snapshot::{ModelEntry, VersionEntry, VersionState};
+use super::store::Repository;
+use crate::runtime::onnx::OnnxBackend;
+use crate::runtime::{Backend, Signature, VersionRuntime};
+use crate::tensor::{Tensor, TensorData};
+
+impl Repository {
+    /// Scans the repository and loads every model (blocking). Marks the
+    /// initial load done at the end.
+    pub fn load_all(&self) {
+        match self.model_names() {
+            Ok(names) => {
+                for name in names {
+                    self.load_model(&name);
+                }
+            }
+            Err(e) => {
+                tracing::error!(root = %self.root().display(), error = %e, "cannot read the model repository")
+            }
+        }
+        self.publish(|s| s.initial_load_done = true);
+    }
+
+    /// (Re)reads one model's files and loads the versions its policy selects
+    /// that are not loaded yet (blocking). Returns the versions now READY.
+    pub fn load_model(&self, name: &str) -> Vec<u64> {
+        let dir = self.root().join(name);
+        let files = ModelConfig::read(&dir.join("config.toml"))
+            .and_then(|config| Samples::read(&dir.join("samples.json")).map(|samples| (config, samples)));
+        let (config, samples) = match files {
+            Ok(ok) => ok,
+            Err(e) => {
+                let reason = self.scrub(&e.to_string());
+                tracing::error!(model = name, error = %e, "model configuration is invalid");
+                self.publish(|s| {
+                    let entry = s.models.entry(name.to_string()).or_insert_with(|| {
+                        Arc::new(ModelEntry {
+                            name: name.to_string(),
+                            config: Arc::new(ModelConfig::default()),
+                            samples: None,
+                            versions: BTreeMap::new(),
+                            error: None,
+                            policy: None,
+                            previous_stable: None,
+                        })
+                    });
+                    Arc::make_mut(entry).error = Some(reason);
+                });
+                return Vec::new();
+            }
+        };
+        let config = Arc::new(config);
+        let samples = samples.map(Arc::new);
+        let wanted = config.versions.select(&self.versions_on_disk(name));
+        let mut to_load = Vec::new();
+        self.publish(|s| {
+            let entry = s.models.entry(name.to_string()).or_insert_with(|| {
+                Arc::new(ModelEntry {
+                    name: name.to_string(),
+                    config: config.clone(),
+                    samples: samples.clone(),
+                    versions: BTreeMap::new(),
+                    error: None,
+                    policy: None,
+                    previous_stable: None,
+                })
+            });
+            let m = Arc::make_mut(entry);
+            m.config = config.clone();
+            m.samples = samples.clone();
+            m.error = None;
+            for &v in &wanted {
+                let loaded = m
+                    .versions
+                    .get(&v)
+                    .is_some_and(|e| matches!(e.state, VersionState::Ready | VersionState::Loading));
+                if !loaded {
+                    m.versions.insert(
+                        v,
+                        VersionEntry {
+                            number: v,
+                            state: VersionState::Loading,
+                            runtime: None,
+                        },
+                    );
+                    to_load.push(v);
+                }
+            }
+        });
+        self.load_versions(name, &config, samples.as_deref(), to_load);
+        self.snapshot()
+            .models
+            .get(name)
+            .map(|m| m.ready_versions().map(|v| v.number).collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads one version next to the serving ones, whatever the version
+    /// policy says (admin API). Returns its state afterwards.
+    pub fn load_specific(&self, name: &str, version: u64) -> Result<VersionState, LoadError> {
+        if !self.versions_on_disk(name).contains(&version) {
+            return Err(LoadError::NoVersionDirectory(name.to_string(), version));
+        }
+        if !self.snapshot().models.contains_key(name) {
+            self.load_model(name);
+        }
+        let snapshot = self.snapshot();
+        let m = snapshot
+            .models
+            .get(name)
+            .ok_or_else(|| LoadError::ModelUnreadable(name.to_string()))?;
+        if let Some(e) = &m.error {
+            return Err(LoadError::Broken(e.clone()));
+        }
+        if let Some(v) = m.versions.get(&version) {
+            if matches!(v.state, VersionState::Ready | VersionState::Loading) {
+                return Ok(v.state.clone());
+            }
+        }
+        let (config, samples) = (m.config.clone(), m.samples.clone());
+        self.set_version(
+            name,
+            VersionEntry {
+                number: version,
+                state: VersionState::Loading,
+                runtime: None,
+            },
+        );
+        self.load_versions(name, &config, samples.as_deref(), vec![version]);
+        Ok(self
+            .snapshot()
+            .models
+            .get(name)
+            .and_then(|m| m.versions.get(&version))
+            .map(|v| v.state.clone())
+            .unwrap_or(VersionState::Unavailable("removed while loading".into())))
+    }
+
+    /// Loads `versions` (already marked LOADING) one after another and
+    /// publishes each result.
+    fn load_versions(&self, name: &str, config: &ModelConfig, samples: Option<&Samples>, versions: Vec<u64>) {
+        for v in versions {
+            let entry = match self.load_version(name, v, config, samples) {
+                Ok(runtime) => {
+                    tracing::info!(model = name, version = v, "version READY");
+                    VersionEntry {
+                        number: v,
+                        state: VersionState::Ready,
+                        runtime: Some(Arc::new(runtime)),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(model = name, version = v, error = %e, "version UNAVAILABLE");
+                    VersionEntry {
+                        number: v,
+                        state: VersionState::Unavailable(self.scrub(&e.to_string())),
+                        runtime: None,
+                    }
+                }
+            };
+            self.set_version(name, entry);
+        }
+    }
+
+    /// Loads, starts and warms up one version (blocking).
+    fn load_version(
+        &self,
+        model: &str,
+        version: u64,
+        config: &ModelConfig,
+        samples: Option<&Samples>,
+    ) -> Result<VersionRuntime, LoadError> {
+        let dir = self.root().join(model).join(version.to_string());
+        let path = dir.join("model.onnx");
+        let bytes = std::fs::read(&path).map_err(|e| LoadError::ModelFile(e.to_string()))?;
+        external::check_confined(&bytes, &dir)?;
+        drop(bytes);
+        let exec = &config.execution;
+        let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(exec.instances);
+        let mut signature = None;
+        for _ in 0..exec.instances {
+            let (backend, sig) = OnnxBackend::open(&path, exec.intra_op_threads)?;
+            signature = Some(sig);
+            backends.push(Box::new(backend));
+        }
+        let signature = signature.ok_or(LoadError::NoInstances)?;
+        let runtime = VersionRuntime::start(&format!("{model}-{version}"), signature, exec.clone(), backends)
+            .map_err(|e| LoadError::Workers(e.to_string()))?;
+        let inputs = warmup_inputs(runtime.signature(), samples);
+        runtime.infer_blocking(inputs)?;
+        Ok(runtime)
+    }
+}
+
+/// The first sample that fits the signature, else zeros of the declared
+/// shape with dynamic dimensions set to 1.
+pub fn warmup_inputs(signature: &Signature, samples: Option<&Samples>) -> Vec<Tensor> {
+    if let Some(sample) = samples.and_then(|s| s.samples.first()) {
+        match sample.tensors(signature) {
+            Ok(t) => return t,
+            Err(e) => tracing::warn!(error = %e, "first sample does not fit the model; warming up on zeros"),
+        }
+    }
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+            let n = crate::tensor::element_count(&shape).unwrap_or(0);
+            Tensor {
+                name: spec.name.clone(),
+                shape,
+                data: TensorData::zeros(spec.datatype, n),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,292 @@
+//! A *rollout* is a stored record: its spec, where it is (phase, step) and
+//! the timestamps every timer derives from. Its *stages* are the steps of
+//! its strategy seen as canary-like steps; its *policy* is the traffic
+//! policy it implies now. An *event* explains one change.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::policy::{CandidateSpec, PolicySpec, ShadowSpec};
+use crate::rollout::analysis::Verdict;
+use crate::rollout::spec::{RolloutSpec, Step, Strategy};
+use crate::rollout::statistics::TestResult;
+use crate::runtime::window::Summary;
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Validating,
+    Progressing,
+    Paused,
+    Promoted,
+    Aborted,
+}
+
+impl Phase {
+    /// The name used in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Validating => "validating",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::Aborted => "aborted",
+        }
+    }
+
+    /// Promoted and Aborted are final.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::Aborted)
+    }
+}
+
+/// A rollout and everything needed to resume it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: i64,
+    pub model: String,
+    pub stable: u64,
+    pub candidate: u64,
+    pub spec: RolloutSpec,
+    pub phase: Phase,
+    pub step: usize,
+    /// Seconds since the Unix epoch.
+    pub started_at: f64,
+    pub step_started_at: f64,
+    pub inconclusive_since: Option<f64>,
+    pub failures: u32,
+    pub last_analysis_at: Option<f64>,
+    pub last_analysis: Option<Value>,
+    /// Why it was aborted, or how it ended.
+    pub reason: Option<String>,
+    /// Blue-green: S's metrics before the switch.
+    pub baseline: Option<Summary>,
+    pub ab_result: Option<Value>,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: f64,
+    pub phase: Phase,
+    pub step: usize,
+    pub weight: u32,
+    pub decision: String,
+    pub metrics: Value,
+    /// "controller" or "admin".
+    pub actor: String,
+}
+
+/// What the controller saw at an analysis tick.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Comparison of C against S (or the blue-green baseline).
+    pub verdict: Option<Verdict>,
+    pub breaker_open: bool,
+    /// Pre-deployment validation result, in the Validating phase.
+    pub validation: Option<Result<Value, String>>,
+    /// Shadow: (comparisons, agreement, shadow errors).
+    pub shadow: Option<(u64, f64, u64)>,
+    /// A/B: the statistical comparison of feedback, when computable.
+    pub ab: Option<TestResult>,
+    /// S's summary now (blue-green baseline at the switch).
+    pub stable_summary: Option<Summary>,
+}
+
+/// A manual action from the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Promote,
+    PromoteFull,
+    Pause,
+    Resume,
+    Abort,
+    Retry,
+}
+
+impl Action {
+    /// Parses the path segment.
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "promote" => Action::Promote,
+            "promote-full" => Action::PromoteFull,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "abort" => Action::Abort,
+            "retry" => Action::Retry,
+            _ => return None,
+        })
+    }
+}
+
+/// The stages of a strategy, as canary-like steps: (weight, bake, kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Candidate at a weight.
+    Weight(u32),
+    /// Blue-green preview: 0% traffic, reachable by the `preview` label.
+    Preview,
+    /// Blue-green after the switch: all traffic on C, S kept warm.
+    Switched,
+    /// Mirrored traffic only.
+    Shadow,
+    /// Fixed split.
+    Split(u32),
+}
+
+impl Rollout {
+    /// A new rollout of `spec` from `stable`, starting at `now`.
+    pub fn new(id: i64, model: &str, stable: u64, spec: RolloutSpec, now: f64) -> Rollout {
+        let phase = if spec.skip_validation {
+            Phase::Progressing
+        } else {
+            Phase::Validating
+        };
+        Rollout {
+            id,
+            model: model.to_string(),
+            stable,
+            candidate: spec.candidate,
+            spec,
+            phase,
+            step: 0,
+            started_at: now,
+            step_started_at: now,
+            inconclusive_since: None,
+            failures: 0,
+            last_analysis_at: None,
+            last_analysis: None,
+            reason: None,
+            baseline: None,
+            ab_result: None,
+        }
+    }
+
+    pub(super) fn steps(&self) -> Vec<(Stage, Option<std::time::Duration>)> {
+        match &self.spec.strategy {
+            Strategy::Canary { steps } => steps.iter().map(weight_stage).collect(),
+            Strategy::BlueGreen { observe } => {
+                vec![(Stage::Preview, None), (Stage::Switched, Some(*observe))]
+            }
+            Strategy::Shadow { then_canary, .. } => std::iter::once((Stage::Shadow, None))
+                .chain(then_canary.iter().map(weight_stage))
+                .collect(),
+            Strategy::AbTest { split, duration, .. } => vec![(Stage::Split(*split), *duration)],
+        }
+    }
+
+    /// The stage of the current step.
+    pub fn stage(&self) -> Stage {
+        let steps = self.steps();
+        steps[self.step.min(steps.len() - 1)].0
+    }
+
+    /// The candidate weight in force (basis points).
+    pub fn weight(&self) -> u32 {
+        match self.phase {
+            Phase::Validating | Phase::Aborted => 0,
+            Phase::Promoted => 10_000,
+            _ => match self.stage() {
+                Stage::Weight(w) | Stage::Split(w) => w,
+                Stage::Switched => 10_000,
+                Stage::Preview | Stage::Shadow => 0,
+            },
+        }
+    }
+
+    /// The traffic policy this rollout implies now.
+    pub fn policy(&self) -> PolicySpec {
+        let salt = format!("rollout-{}", self.id);
+        let mut p = PolicySpec::pinned(self.stable);
+        p.salt = salt;
+        match self.phase {
+            Phase::Validating | Phase::Aborted => p,
+            Phase::Promoted => {
+                p.stable = self.candidate;
+                p
+            }
+            Phase::Progressing | Phase::Paused => {
+                match self.stage() {
+                    Stage::Weight(w) | Stage::Split(w) => {
+                        p.candidate = Some(CandidateSpec {
+                            version: self.candidate,
+                            weight: w,
+                        })
+                    }
+                    Stage::Preview => p.preview = Some(self.candidate),
+                    Stage::Switched => p.stable = self.candidate,
+                    Stage::Shadow => {
+                        let rate = match &self.spec.strategy {
+                            Strategy::Shadow { rate, .. } => *rate,
+                            _ => 1.0,
+                        };
+                        p.shadow = Some(ShadowSpec {
+                            version: self.candidate,
+                            rate,
+                        })
+                    }
+                }
+                p
+            }
+        }
+    }
+
+    pub(super) fn event(&self, at: f64, decision: String, metrics: Value, actor: &str) -> Event {
+        Event {
+            at,
+            phase: self.phase,
+            step: self.step,
+            weight: self.weight(),
+            decision,
+            metrics,
+            actor: actor.to_string(),
+        }
+    }
+
+    pub(super) fn enter_step(&mut self, step: usize, now: f64) {
+        self.step = step;
+        self.step_started_at = now;
+        self.inconclusive_since = None;
+        self.failures = 0;
+    }
+
+    pub(super) fn abort(&mut self, reason: String) {
+        self.phase = Phase::Aborted;
+        self.reason = Some(reason);
+    }
+
+    /// Aborts with `reason` and returns the controller's event for it.
+    pub(super) fn abort_event(&mut self, reason: String, now: f64, metrics: Value) -> Event {
+        let decision = format!("aborted: {reason}");
+        self.abort(reason);
+        self.event(now, decision, metrics, "controller")
+    }
+
+    /// Moves to the next step, or promotes after the last one. A step at
+    /// 100% is the promotion itself.
+    pub(super) fn advance(&mut self, now: f64) -> String {
+        let steps = self.steps();
+        let next = self.step + 1;
+        if next >= steps.len() || matches!(steps[next].0, Stage::Weight(10_000)) {
+            self.phase = Phase::Promoted;
+            self.reason = Some("all steps passed".into());
+            return format!("promoted: version {} is stable", self.candidate);
+        }
+        self.enter_step(next, now);
+        format!("advanced to step {next} ({:?})", steps[next].0)
+    }
+}
+
+fn weight_stage(s: &Step) -> (Stage, Option<std::time::Duration>) {
+    (Stage::Weight(s.weight), s.bake)
+}
+
+/// Whether an analysis is due at `now`.
+pub fn analysis_due(r: &Rollout, now: f64) -> bool {
+    !r.phase.is_final()
+        && r.phase != Phase::Paused
+        && (r.phase == Phase::Validating
+            || r.last_analysis_at
+                .is_none_or(|t| now - t >= r.spec.analysis.interval.as_secs_f64()))
+}

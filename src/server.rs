@@ -1,0 +1,240 @@
+//! A running *server*: both listeners, the background tasks (initial load,
+//! rollout ticks, repository polling, guard sweeping) and graceful shutdown.
+//!
+//! A *drain* is the period after a stop was asked for in which readiness
+//! already answers 503 (so load balancers stop sending) but both listeners
+//! keep serving; after it they stop accepting and in-flight requests finish.
+//! Every background task ends with the server: they all watch one
+//! cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::repository::Repository;
+use crate::serving::AppState;
+
+/// A running server: its bound addresses and a way to stop it.
+pub struct Server {
+    /// The data listener's address (V1, V2, probes).
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (repository, guard, rollouts, lifecycle).
+    pub state: Arc<AppState>,
+    /// Cancelled to stop the background tasks once the listeners closed.
+    tasks_stop: CancellationToken,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Begins a graceful shutdown: readiness fails at once, serving goes on
+    /// for the drain period, then in-flight requests finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.begin_shutdown();
+        self.wait().await
+    }
+
+    /// Waits until both listeners have stopped, then stops the background
+    /// tasks.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = async {
+            for task in self.listeners {
+                task.await.context("server task panicked")??;
+            }
+            Ok(())
+        }
+        .await;
+        self.tasks_stop.cancel();
+        result
+    }
+}
+
+/// Loads ONNX Runtime, binds both listeners and starts loading the
+/// repository in the background (readiness reports 503 until it is done).
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    crate::runtime::onnx::init(&config.onnxruntime_library())?;
+    anyhow::ensure!(
+        config.model_repository.is_dir(),
+        "the model repository {} is not a directory (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
+        config.model_repository.display()
+    );
+    crate::telemetry::install_metrics();
+    let repo = Arc::new(Repository::new(config.model_repository.clone()));
+    let state = Arc::new(AppState::new(repo.clone(), config.settings())?);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let tasks_stop = CancellationToken::new();
+    spawn_background(&state, &config, tasks_stop.clone());
+    let drain = Duration::from_secs(config.drain_secs);
+    let data = serve(listener, crate::api::app(state.clone()), state.clone(), drain);
+    let admin = serve(
+        admin_listener,
+        crate::api::admin_app(state.clone()),
+        state.clone(),
+        drain,
+    );
+    Ok(Server {
+        addr,
+        admin_addr,
+        state,
+        tasks_stop,
+        listeners: vec![tokio::spawn(data), tokio::spawn(admin)],
+    })
+}
+
+/// The initial load (then rollout restore and ticks), repository polling
+/// and the guard's sweeper, all until `stop` is cancelled. They hold the
+/// state weakly where they loop, so a stopped server's threads end.
+fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationToken) {
+    let loader = state.clone();
+    let poll = config.repository_poll_secs;
+    let window = config.rollback_window;
+    let until_ticks = stop.clone();
+    tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
+        let repo = loader.repo.clone();
+        let _ = tokio::task::spawn_blocking(move || repo.load_all()).await;
+        // active rollouts get their weights back before readiness turns 200
+        loader.rollouts.restore();
+        loader.mark_restored();
+        let weak = Arc::downgrade(&loader);
+        drop(loader);
+        every(
+            Duration::from_millis(250),
+            &until_ticks,
+            weak.clone(),
+            |state| async move {
+                state.rollouts.tick().await;
+            },
+        );
+        if poll > 0 {
+            every(
+                Duration::from_secs(poll),
+                &until_ticks,
+                weak,
+                move |state| async move {
+                    let repo = state.repo.clone();
+                    let _ = tokio::task::spawn_blocking(move || repo.poll(window)).await;
+                },
+            );
+        }
+    }));
+    // Rate-limit keys with full buckets are dropped and breakers of versions
+    // that left the repository pruned, so the guard's memory stays bounded.
+    every(
+        Duration::from_secs(10),
+        &stop,
+        Arc::downgrade(state),
+        |state| async move {
+            let snapshot = state.repo.snapshot();
+            state.guard.limits.sweep(|m| snapshot.models.contains_key(m));
+            state.guard.breakers.retain(|m, v| {
+                snapshot
+                    .models
+                    .get(m)
+                    .is_some_and(|e| e.versions.contains_key(&v))
+            });
+        },
+    );
+}
+
+/// Runs `f` every `period` (the first time after one period) until `stop`
+/// is cancelled or the state is gone.
+fn every<F, Fut>(period: Duration, stop: &CancellationToken, state: std::sync::Weak<AppState>, f: F)
+where
+    F: Fn(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { return };
+            f(state).await;
+        }
+    }));
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    state: Arc<AppState>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small JSON answers must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stopping = state.shutdown_token().clone();
+    drop(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            // readiness is 503 from the moment the token is cancelled
+            stopping.cancelled().await;
+            tokio::time::sleep(drain).await;
+        })
+        .await
+}
+
+/// `switchyard serve`: start, log where to send requests, stop gracefully
+/// on SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(config.shutdown_timeout_secs + config.drain_secs);
+    let server = start(config).await?;
+    tracing::info!(
+        data = %server.addr,
+        admin = %server.admin_addr,
+        "switchyard listening; try: curl -s http://{}/v2/models/digits",
+        server.addr
+    );
+    signal().await;
+    // readiness turns 503 before anything else happens
+    server.state.begin_shutdown();
+    tracing::info!("shutdown signal received; readiness is now 503, draining");
+    match tokio::time::timeout(timeout, server.shutdown()).await {
+        Ok(result) => {
+            tracing::info!("drained; in-flight requests finished; exiting");
+            result
+        }
+        Err(_) => anyhow::bail!("in-flight requests did not finish within {timeout:?}"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,55 @@
+//! Readiness: "every version that traffic can reach is READY and
+//! warmed up", never with zero routable versions, and not ready as soon as
+//! shutdown begins.
+
+use super::state::AppState;
+use crate::repository::{Snapshot, VersionState};
+
+/// Why the server is not ready, or `Ok` when it is.
+pub fn readiness(state: &AppState) -> Result<(), String> {
+    if state.is_shutting_down() {
+        return Err("shutting down".into());
+    }
+    routable_ready(&state.repo.snapshot())?;
+    if !state.is_restored() {
+        return Err("restoring rollouts".into());
+    }
+    Ok(())
+}
+
+/// Readiness of a snapshot: each model's routed version must be READY.
+pub fn routable_ready(snapshot: &Snapshot) -> Result<(), String> {
+    if !snapshot.initial_load_done {
+        return Err("loading the model repository".into());
+    }
+    let mut routable = 0;
+    for m in snapshot.models.values() {
+        if m.error.is_some() {
+            continue;
+        }
+        // A model nothing routes to yet (all versions loading or failed)
+        // neither blocks readiness nor counts as servable.
+        let routed = m.routed();
+        if routed.is_empty() {
+            continue;
+        }
+        for v in routed {
+            match m.versions.get(&v).map(|e| &e.state) {
+                Some(VersionState::Ready) => {}
+                Some(state) => {
+                    return Err(format!(
+                        "model '{}' version {v} is routed but {}",
+                        m.name,
+                        state.name()
+                    ))
+                }
+                None => return Err(format!("model '{}' version {v} is routed but not loaded", m.name)),
+            }
+        }
+        routable += 1;
+    }
+    if routable == 0 {
+        return Err("no model version is ready to serve".into());
+    }
+    Ok(())
+}
