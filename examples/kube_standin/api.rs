@@ -31,7 +31,10 @@ type Params = HashMap<String, String>;
 
 /// A Go-style boolean query value (`true`, `1`, `t`, ...).
 fn flag(q: &Params, name: &str) -> bool {
-    matches!(q.get(name).map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+    matches!(
+        q.get(name).map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 /// The RBAC verb of a request on `target`.
@@ -53,7 +56,9 @@ fn rbac_verb(method: &Method, target: &Target, q: &Params) -> &'static str {
 /// The fallback handler: every path that is not a `/_standin/` control.
 pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let q: Params = Query::try_from_uri(&parts.uri).map(|Query(q)| q).unwrap_or_default();
+    let q: Params = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     let target = Target::parse(&path);
@@ -140,7 +145,10 @@ fn dispatch(
             Ok(ok(code, v))
         }
         "patch" => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             // Strategic merge is taken as a merge patch for the built-in
             // kinds (their fields here have no list merge keys); custom
             // resources refuse it, as the real server does.
@@ -150,10 +158,17 @@ fn dispatch(
             if !merge {
                 return Err(ApiError::unsupported_media_type(ct));
             }
-            Ok(ok(200, store.patch(kind, ns, name, &json_body(body)?, status_only)?))
+            Ok(ok(
+                200,
+                store.patch(kind, ns, name, &json_body(body)?, status_only)?,
+            ))
         }
         "delete" => {
-            let options = if body.is_empty() { json!({}) } else { json_body(body)? };
+            let options = if body.is_empty() {
+                json!({})
+            } else {
+                json_body(body)?
+            };
             Ok(ok(200, store.delete(kind, ns, name, &options)?))
         }
         "watch" => {
@@ -168,7 +183,10 @@ fn dispatch(
 
 /// LIST: every selected object, as one page with no `continue`.
 fn list(app: &App, kind: &'static KindInfo, ns: Option<&str>, q: &Params) -> Result<Response, ApiError> {
-    let sel = Selector::parse(q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str))?;
+    let sel = Selector::parse(
+        q.get("labelSelector").map(String::as_str),
+        q.get("fieldSelector").map(String::as_str),
+    )?;
     let (items, rv) = app.store.list(kind, ns, |o| sel.matches(o));
     Ok(ok(
         200,
@@ -188,8 +206,10 @@ fn watch_request(
     namespace: Option<String>,
     q: &Params,
 ) -> Result<Response, ApiError> {
-    let selector =
-        Selector::parse(q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str))?;
+    let selector = Selector::parse(
+        q.get("labelSelector").map(String::as_str),
+        q.get("fieldSelector").map(String::as_str),
+    )?;
     let send_initial = flag(q, "sendInitialEvents");
     let from = match q.get("resourceVersion").map(String::as_str) {
         _ if send_initial => WatchFrom::Now,
@@ -198,7 +218,8 @@ fn watch_request(
     };
     let timeout = match q.get("timeoutSeconds") {
         Some(s) => Duration::from_secs(
-            s.parse().map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}")))?,
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}")))?,
         ),
         None => DEFAULT_WATCH_TIMEOUT,
     };
@@ -252,7 +273,9 @@ fn discovery(method: &Method, path: &str) -> Result<Response, ApiError> {
 
 /// The `APIResourceList` of `/api/v1` or `/apis/{group}/{version}`.
 fn resource_list(path: &str) -> Option<Value> {
-    let gv = path.strip_prefix("/api/").or_else(|| path.strip_prefix("/apis/"))?;
+    let gv = path
+        .strip_prefix("/api/")
+        .or_else(|| path.strip_prefix("/apis/"))?;
     let kinds: Vec<&KindInfo> = KINDS.iter().filter(|k| k.api_version() == gv).collect();
     if kinds.is_empty() {
         return None;

@@ -46,7 +46,13 @@ fn split_top(s: &str) -> Vec<&str> {
 /// Parses `(a, b)` into its values.
 fn set_values(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 /// One requirement: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (..)`, `k notin (..)`.
@@ -84,7 +90,9 @@ impl Selector {
                 Some(r @ (Req::Eq(..) | Req::NotEq(..))) => r,
                 _ => return Err(ApiError::bad_request(format!("invalid field selector: {part:?}"))),
             };
-            let (Req::Eq(f, _) | Req::NotEq(f, _)) = &req else { unreachable!() };
+            let (Req::Eq(f, _) | Req::NotEq(f, _)) = &req else {
+                unreachable!()
+            };
             if f != "metadata.name" && f != "metadata.namespace" {
                 return Err(ApiError::bad_request(format!("field label not supported: {f}")));
             }

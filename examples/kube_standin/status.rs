@@ -44,7 +44,11 @@ impl ApiError {
 
     /// 404 for a path no kind is served at.
     pub(crate) fn no_route() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 404 for a create in a namespace that does not exist.
@@ -102,7 +106,11 @@ impl ApiError {
 
     /// 405 for a verb the path does not take.
     pub(crate) fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 415 for a patch type the stand-in does not implement.
@@ -121,12 +129,20 @@ impl ApiError {
 
     /// 503 while a fault-injected outage lasts.
     pub(crate) fn unavailable() -> ApiError {
-        ApiError::new(503, "ServiceUnavailable", "the API server stand-in is down (injected outage)")
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the API server stand-in is down (injected outage)",
+        )
     }
 
     /// 410 for a watch from a resourceVersion older than the history held.
     pub(crate) fn expired(requested: u64, oldest: u64) -> ApiError {
-        ApiError::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        ApiError::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     /// The `Status` object.

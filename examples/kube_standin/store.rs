@@ -94,7 +94,9 @@ fn key(kind: &'static KindInfo, ns: &str, name: &str) -> Key {
 
 /// The `metadata.resourceVersion` of an object, "" when unset.
 pub(crate) fn rv_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Everything but `metadata` (and `status` when it is a subresource): what a
@@ -175,7 +177,11 @@ impl Store {
     /// One object.
     pub(crate) fn get(&self, kind: &'static KindInfo, ns: &str, name: &str) -> Result<Value, ApiError> {
         let inner = self.inner.lock();
-        inner.objects.get(&key(kind, ns, name)).cloned().ok_or_else(|| ApiError::not_found(kind, name))
+        inner
+            .objects
+            .get(&key(kind, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))
     }
 
     /// The objects of a kind in one namespace (or all), that `keep` accepts,
@@ -190,7 +196,9 @@ impl Store {
         let items = inner
             .objects
             .iter()
-            .filter(|((g, p, n, _), _)| *g == kind.group && *p == kind.plural && ns.is_none_or(|ns| ns == n.as_str()))
+            .filter(|((g, p, n, _), _)| {
+                *g == kind.group && *p == kind.plural && ns.is_none_or(|ns| ns == n.as_str())
+            })
             .map(|(_, v)| v)
             .filter(|v| keep(v))
             .cloned()
@@ -216,17 +224,29 @@ impl Store {
     ) -> Result<Value, ApiError> {
         check_body(&body, ns)?;
         if !rv_of(&body).is_empty() {
-            return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         let meta = body.pointer("/metadata").cloned().unwrap_or(json!({}));
         let name = match (meta["name"].as_str(), meta["generateName"].as_str()) {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(prefix)) if !prefix.is_empty() => {
-                let suffix: String = (0..5).map(|_| fastrand::choice(b"bcdfghjklmnpqrstvwxz2456789").map(|c| *c as char).unwrap_or('x')).collect();
+                let suffix: String = (0..5)
+                    .map(|_| {
+                        fastrand::choice(b"bcdfghjklmnpqrstvwxz2456789")
+                            .map(|c| *c as char)
+                            .unwrap_or('x')
+                    })
+                    .collect();
                 format!("{prefix}{suffix}")
             }
             _ => {
-                return Err(ApiError::invalid(kind, "", "metadata.name: Required value: name or generateName is required"));
+                return Err(ApiError::invalid(
+                    kind,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
             }
         };
         let k = key(kind, ns, &name);
@@ -272,7 +292,10 @@ impl Store {
         status_only: bool,
     ) -> Result<(u16, Value), ApiError> {
         check_body(&body, ns)?;
-        let body_name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let body_name = body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if body_name != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -301,7 +324,10 @@ impl Store {
         if !want.is_empty() && want != rv_of(&old) {
             return Err(ApiError::conflict(kind, name));
         }
-        Ok((200, self.commit_update(&mut inner, kind, ns, &old, body, status_only)))
+        Ok((
+            200,
+            self.commit_update(&mut inner, kind, ns, &old, body, status_only),
+        ))
     }
 
     /// PATCH with a JSON merge patch; a `metadata.resourceVersion` in the
@@ -318,7 +344,11 @@ impl Store {
             return Err(ApiError::bad_request("a merge patch must be a JSON object"));
         }
         let mut inner = self.inner.lock();
-        let old = inner.objects.get(&key(kind, ns, name)).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = inner
+            .objects
+            .get(&key(kind, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
         let want = rv_of(patch);
         if !want.is_empty() && want != rv_of(&old) {
             return Err(ApiError::conflict(kind, name));
@@ -326,7 +356,9 @@ impl Store {
         let mut merged = old.clone();
         merge_patch(&mut merged, patch);
         if merged.pointer("/metadata/name") != old.pointer("/metadata/name") {
-            return Err(ApiError::bad_request("metadata.name cannot be changed by a patch"));
+            return Err(ApiError::bad_request(
+                "metadata.name cannot be changed by a patch",
+            ));
         }
         Ok(self.commit_update(&mut inner, kind, ns, &old, merged, status_only))
     }
@@ -357,7 +389,15 @@ impl Store {
             if !n["metadata"].is_object() {
                 n["metadata"] = json!({});
             }
-            for f in ["name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp"] {
+            for f in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "resourceVersion",
+                "deletionTimestamp",
+            ] {
                 set_or_remove(&mut n["metadata"], f, old["metadata"].get(f));
             }
             n["kind"] = json!(kind.kind);
@@ -365,7 +405,10 @@ impl Store {
             n
         };
         if kind.tracks_generation && spec_part(kind, &next) != spec_part(kind, old) {
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             next["metadata"]["generation"] = json!(generation + 1);
         }
         if &next == old {
@@ -375,7 +418,14 @@ impl Store {
         next["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let name = next["metadata"]["name"].as_str().unwrap_or_default().to_string();
         inner.objects.insert(key(kind, ns, &name), next.clone());
-        self.record(inner, kind, ns, ChangeType::Modified, next.clone(), Some(old.clone()));
+        self.record(
+            inner,
+            kind,
+            ns,
+            ChangeType::Modified,
+            next.clone(),
+            Some(old.clone()),
+        );
         next
     }
 
@@ -390,11 +440,18 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock();
         let k = key(kind, ns, name);
-        let old = inner.objects.get(&k).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = inner
+            .objects
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
         let pre = &options["preconditions"];
         if let Some(want) = pre["resourceVersion"].as_str() {
             if want != rv_of(&old) {
-                let what = format!("ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}", rv_of(&old));
+                let what = format!(
+                    "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                    rv_of(&old)
+                );
                 return Err(ApiError::precondition_failed(kind, name, what));
             }
         }
@@ -409,7 +466,14 @@ impl Store {
         inner.rv += 1;
         let mut gone = old.clone();
         gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        self.record(&mut inner, kind, ns, ChangeType::Deleted, gone.clone(), Some(old.clone()));
+        self.record(
+            &mut inner,
+            kind,
+            ns,
+            ChangeType::Deleted,
+            gone.clone(),
+            Some(old.clone()),
+        );
         if kind.return_deleted_object {
             Ok(gone)
         } else {
@@ -457,7 +521,11 @@ impl Store {
                 .cloned()
                 .collect(),
         };
-        Ok(WatchStart { backlog, live, rv: inner.rv })
+        Ok(WatchStart {
+            backlog,
+            live,
+            rv: inner.rv,
+        })
     }
 
     /// Appends a change to the history (dropping the oldest past the cap)

@@ -59,7 +59,9 @@ pub(crate) fn serve(store: &Store, down: watch::Receiver<u64>, req: WatchRequest
 
 /// A parse error in the watch parameters, before any stream starts.
 pub(crate) fn bad_resource_version(rv: &str) -> ApiError {
-    ApiError::bad_request(format!("resourceVersion: Invalid value: {rv:?}: must be a decimal resourceVersion"))
+    ApiError::bad_request(format!(
+        "resourceVersion: Invalid value: {rv:?}: must be a decimal resourceVersion"
+    ))
 }
 
 fn line(v: &Value) -> Bytes {
@@ -126,7 +128,10 @@ async fn pump(
     }
     let deadline = tokio::time::sleep(req.timeout);
     tokio::pin!(deadline);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + req.bookmark_every, req.bookmark_every);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + req.bookmark_every,
+        req.bookmark_every,
+    );
     loop {
         let out = tokio::select! {
             _ = &mut deadline => return,
