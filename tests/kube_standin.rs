@@ -5,12 +5,12 @@
 //! compaction (410, re-list) and an injected outage (503, dropped watch),
 //! a Lease race, Events, and the request log in RBAC terms.
 //!
-//! Each test starts its own stand-in process (`StandIn`), built from the
-//! example if `cargo test --test kube_standin` did not build it.
+//! Each test starts its own stand-in process (`harness::StandIn`), built
+//! from the example if `cargo test --test kube_standin` did not build it.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+#[path = "kube_standin/harness.rs"]
+mod harness;
+
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -19,12 +19,13 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use harness::{http, spawn_watch, until, watch_lines, CappedBackoff, StandIn};
 
 /// The test's view of the `switchyard.dev/v1alpha1` `ModelRollout`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -49,191 +50,12 @@ pub struct ModelRolloutStatus {
     pub phase: String,
 }
 
-// ---------------------------------------------------------------- harness
-
-/// One stand-in process; killed on drop (and it exits by itself when the
-/// test process dies, since it watches its standard input).
-struct StandIn {
-    child: Child,
-    _stdin: ChildStdin,
-    url: String,
-}
-
-/// `target/<profile>/examples/kube_standin`, next to this test's `deps/`.
-fn standin_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps/<test>");
-    profile_dir.join("examples").join(format!("kube_standin{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// Builds the example when it is missing or older than its sources (a
-/// filtered `cargo test --test kube_standin` does not build examples).
-fn ensure_built() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let exe = standin_exe();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/kube_standin");
-        let built = std::fs::metadata(&exe).and_then(|m| m.modified()).ok();
-        let newest_src = std::fs::read_dir(&src)
-            .expect("examples/kube_standin")
-            .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-            .max();
-        if built.is_some() && built >= newest_src {
-            return;
-        }
-        let profile = exe.parent().and_then(|d| d.parent()).and_then(|d| d.file_name());
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--example", "kube_standin"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        // The variables cargo sets for a test run would dirty fingerprints
-        // (ring's build script tracks CARGO_MANIFEST_DIR) and rebuild the
-        // dependency tree twice: drop them.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            let set_for_tests = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CRATE_", "CARGO_PRIMARY_"]
-                .iter()
-                .any(|p| k.starts_with(p));
-            if set_for_tests || k == "CARGO_TARGET_TMPDIR" || k == "OUT_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        if profile.is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build --example kube_standin");
-        assert!(status.success(), "cargo build --example kube_standin failed");
-    });
-}
-
-impl StandIn {
-    fn start() -> StandIn {
-        StandIn::start_with(&[])
-    }
-
-    /// Starts the stand-in with extra arguments and reads its URL line.
-    fn start_with(extra: &[&str]) -> StandIn {
-        ensure_built();
-        let mut child = Command::new(standin_exe())
-            .args(["--listen", "127.0.0.1:0", "--exit-with-stdin"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn kube_standin");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("read the URL line");
-        let v: Value = serde_json::from_str(&line).expect("the first line is JSON");
-        let url = v["url"].as_str().expect("url").to_string();
-        StandIn { child, _stdin: stdin, url }
-    }
-
-    /// A kube client for the stand-in; `retry` keeps kube's default retry
-    /// of 429/503/504, which the fleet code turns off.
-    fn client(&self, retry: bool) -> Client {
-        let mut config = kube::Config::new(self.url.parse().expect("stand-in URL"));
-        config.default_retry = retry;
-        Client::try_from(config).expect("kube client")
-    }
-
-    async fn control(&self, path: &str, body: Value) -> Value {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/_standin/{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("control request");
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp.json().await.expect("control JSON")
-    }
-
-    /// Starts an outage of `secs` seconds.
-    async fn down(&self, secs: f64) {
-        self.control("down", json!({ "secs": secs })).await;
-    }
-
-    /// Forgets the watch history.
-    async fn compact(&self) {
-        self.control("compact", json!({})).await;
-    }
-
-    /// The request log.
-    async fn requests(&self) -> Vec<Value> {
-        let url = format!("{}/_standin/requests", self.url);
-        let v: Value = reqwest::get(url).await.expect("requests").json().await.expect("JSON");
-        v.as_array().expect("array").clone()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Exponential watcher backoff from 100 ms, capped at 1 s (kube's
-/// `default_backoff()` goes from 800 ms to 30 s).
-struct CappedBackoff {
-    next: Duration,
-}
-
-impl CappedBackoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn new() -> CappedBackoff {
-        CappedBackoff { next: Self::MIN }
-    }
-}
-
-impl Iterator for CappedBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        Some(d)
-    }
-}
-
-impl Backoff for CappedBackoff {
-    fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-}
-
 type WatchItem = Result<watcher::Event<ModelRollout>, watcher::Error>;
 
 /// A watcher on ModelRollouts in `default`, with the capped backoff.
 fn rollout_watcher(client: Client, config: watcher::Config) -> impl Stream<Item = WatchItem> + Unpin + Send {
     let api: Api<ModelRollout> = Api::namespaced(client, "default");
     Box::pin(watcher(api, config).backoff(CappedBackoff::new()))
-}
-
-/// Polls `stream` until `pred` accepts an item, failing after `within`.
-/// Returns the items seen on the way, the accepted one last.
-async fn until<S, T>(stream: &mut S, within: Duration, what: &str, mut pred: impl FnMut(&T) -> bool) -> Vec<T>
-where
-    S: Stream<Item = T> + Unpin,
-    T: std::fmt::Debug,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(item)) => {
-                let done = pred(&item);
-                seen.push(item);
-                if done {
-                    return seen;
-                }
-            }
-            Ok(None) => panic!("stream ended while waiting for {what}; saw {seen:?}"),
-            Err(_) => panic!("no {what} within {within:?}; saw {seen:?}"),
-        }
-    }
 }
 
 /// Whether a watcher item is an Apply of `name` with spec version `version`.
@@ -266,10 +88,14 @@ fn generation(o: &ModelRollout) -> i64 {
 }
 
 fn rv(o: &impl ResourceExt) -> u64 {
-    o.resource_version().expect("resourceVersion is set").parse().expect("decimal resourceVersion")
+    o.resource_version()
+        .expect("resourceVersion is set")
+        .parse()
+        .expect("decimal resourceVersion")
 }
 
-const CONFLICT_MESSAGE: &str = "the object has been modified; please apply your changes to the latest version and try again";
+const CONFLICT_MESSAGE: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
 
 // ------------------------------------------------------------------ tests
 
@@ -321,14 +147,21 @@ async fn status_writes_keep_generation_and_spec_writes_keep_status() {
     let pp = PostParams::default();
 
     let mut with_status = rollout("a", "v1");
-    with_status.status = Some(ModelRolloutStatus { phase: "Ignored".into() });
+    with_status.status = Some(ModelRolloutStatus {
+        phase: "Ignored".into(),
+    });
     let created = api.create(&pp, &with_status).await.unwrap();
-    assert_eq!(created.status, None, "create drops .status when it is a subresource");
+    assert_eq!(
+        created.status, None,
+        "create drops .status when it is a subresource"
+    );
 
     // /status: the status changes, the spec in the body is ignored, and
     // generation stays.
     let mut body = created.clone();
-    body.status = Some(ModelRolloutStatus { phase: "Progressing".into() });
+    body.status = Some(ModelRolloutStatus {
+        phase: "Progressing".into(),
+    });
     body.spec.version = "ignored".into();
     let after_status = api.replace_status("a", &pp, &body).await.unwrap();
     assert_eq!(after_status.status.as_ref().unwrap().phase, "Progressing");
@@ -341,7 +174,9 @@ async fn status_writes_keep_generation_and_spec_writes_keep_status() {
     // body is ignored.
     let mut body = after_status.clone();
     body.spec.version = "v2".into();
-    body.status = Some(ModelRolloutStatus { phase: "Overwritten?".into() });
+    body.status = Some(ModelRolloutStatus {
+        phase: "Overwritten?".into(),
+    });
     let after_spec = api.replace("a", &pp, &body).await.unwrap();
     assert_eq!(generation(&after_spec), 2);
     assert_eq!(after_spec.status.as_ref().unwrap().phase, "Progressing");
@@ -367,16 +202,26 @@ async fn merge_patch_with_a_resource_version_precondition() {
     let s = StandIn::start();
     let api: Api<ModelRollout> = Api::namespaced(s.client(false), "default");
     let pp = PatchParams::default();
-    let created = api.create(&PostParams::default(), &rollout("a", "v1")).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &rollout("a", "v1"))
+        .await
+        .unwrap();
 
-    let p = api.patch("a", &pp, &Patch::Merge(json!({ "spec": { "weight": 10 } }))).await.unwrap();
-    assert_eq!((p.spec.weight, p.spec.version.as_str(), generation(&p)), (10, "v1", 2));
+    let p = api
+        .patch("a", &pp, &Patch::Merge(json!({ "spec": { "weight": 10 } })))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.spec.weight, p.spec.version.as_str(), generation(&p)),
+        (10, "v1", 2)
+    );
 
     let fresh = json!({ "metadata": { "resourceVersion": p.resource_version() }, "spec": { "weight": 20 } });
     let p2 = api.patch("a", &pp, &Patch::Merge(fresh)).await.unwrap();
     assert_eq!(p2.spec.weight, 20);
 
-    let stale = json!({ "metadata": { "resourceVersion": created.resource_version() }, "spec": { "weight": 30 } });
+    let stale =
+        json!({ "metadata": { "resourceVersion": created.resource_version() }, "spec": { "weight": 30 } });
     let (code, reason, message) = api_code(api.patch("a", &pp, &Patch::Merge(stale)).await);
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
     assert!(message.ends_with(CONFLICT_MESSAGE), "{message}");
@@ -386,7 +231,10 @@ async fn merge_patch_with_a_resource_version_precondition() {
         .patch_status("a", &pp, &Patch::Merge(json!({ "status": { "phase": "Done" } })))
         .await
         .unwrap();
-    assert_eq!((st.status.as_ref().unwrap().phase.as_str(), generation(&st)), ("Done", 3));
+    assert_eq!(
+        (st.status.as_ref().unwrap().phase.as_str(), generation(&st)),
+        ("Done", 3)
+    );
 
     let (code, _, _) = api_code(api.patch("missing", &pp, &Patch::Merge(json!({}))).await);
     assert_eq!(code, 404);
@@ -399,20 +247,36 @@ async fn a_watcher_sees_added_modified_and_deleted() {
     let api: Api<ModelRollout> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
     let mut w = rollout_watcher(client, watcher::Config::default());
-    until(&mut w, Duration::from_secs(10), "InitDone", |e| matches!(e, Ok(watcher::Event::InitDone))).await;
+    until(&mut w, Duration::from_secs(10), "InitDone", |e| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
 
     // The raw watch shows the wire event types the watcher folds into Apply.
-    let mut raw = api.watch(&WatchParams::default().timeout(30), "0").await.unwrap().boxed();
+    let mut raw = api
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await
+        .unwrap()
+        .boxed();
     let created = api.create(&pp, &rollout("a", "v1")).await.unwrap();
-    until(&mut w, Duration::from_secs(10), "Apply a v1", |e| is_apply(e, "a", "v1")).await;
+    until(&mut w, Duration::from_secs(10), "Apply a v1", |e| {
+        is_apply(e, "a", "v1")
+    })
+    .await;
     let mut next = created.clone();
     next.spec.version = "v2".into();
     api.replace("a", &pp, &next).await.unwrap();
-    until(&mut w, Duration::from_secs(10), "Apply a v2", |e| is_apply(e, "a", "v2")).await;
-    api.delete("a", &DeleteParams::default()).await.unwrap();
-    until(&mut w, Duration::from_secs(10), "Delete a", |e| {
-        matches!(e, Ok(watcher::Event::Delete(o)) if o.name_any() == "a")
+    until(&mut w, Duration::from_secs(10), "Apply a v2", |e| {
+        is_apply(e, "a", "v2")
     })
+    .await;
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    until(
+        &mut w,
+        Duration::from_secs(10),
+        "Delete a",
+        |e| matches!(e, Ok(watcher::Event::Delete(o)) if o.name_any() == "a"),
+    )
     .await;
 
     let mut kinds = Vec::new();
@@ -431,7 +295,10 @@ async fn a_watcher_sees_added_modified_and_deleted() {
     }
     assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
     // Bookmarks come about once a second on a watch that allows them.
-    until(&mut raw, Duration::from_secs(5), "BOOKMARK", |e| matches!(e, Ok(WatchEvent::Bookmark(_)))).await;
+    until(&mut raw, Duration::from_secs(5), "BOOKMARK", |e| {
+        matches!(e, Ok(WatchEvent::Bookmark(_)))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -448,50 +315,62 @@ async fn after_a_compaction_the_watcher_relists_and_goes_on() {
     // one from its list, which the compaction below makes too old.
     let config = watcher::Config::default().timeout(1).disable_bookmarks();
     let mut w = rollout_watcher(client.clone(), config);
-    until(&mut w, Duration::from_secs(10), "InitDone", |e| matches!(e, Ok(watcher::Event::InitDone))).await;
+    until(&mut w, Duration::from_secs(10), "InitDone", |e| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
 
-    leases.create(&pp, &lease("unrelated", "x", Timestamp::now())).await.unwrap();
+    leases
+        .create(&pp, &lease("unrelated", "x", Timestamp::now()))
+        .await
+        .unwrap();
     s.compact().await;
 
     // A raw watch from before the compaction: one ERROR event, 410 Expired.
-    let mut raw = api.watch(&WatchParams::default(), &a.resource_version().unwrap()).await.unwrap().boxed();
+    let mut raw = api
+        .watch(&WatchParams::default(), &a.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
     match raw.next().await {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
-    assert!(raw.next().await.is_none(), "the stream ends after the ERROR event");
+    assert!(
+        raw.next().await.is_none(),
+        "the stream ends after the ERROR event"
+    );
 
     // The watcher hits the same 410 on its next reconnect, re-lists, and
     // then keeps following changes.
-    let seen = until(&mut w, Duration::from_secs(15), "re-list", |e| matches!(e, Ok(watcher::Event::InitDone))).await;
+    let seen = until(&mut w, Duration::from_secs(15), "re-list", |e| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
     assert!(
-        seen.iter().any(|e| matches!(e, Err(watcher::Error::WatchError(s)) if s.code == 410)),
+        seen.iter()
+            .any(|e| matches!(e, Err(watcher::Error::WatchError(s)) if s.code == 410)),
         "{seen:?}"
     );
-    assert!(seen.iter().any(|e| is_apply(e, "a", "v1")), "the re-list brings a back: {seen:?}");
+    assert!(
+        seen.iter().any(|e| is_apply(e, "a", "v1")),
+        "the re-list brings a back: {seen:?}"
+    );
     let mut next = api.get("a").await.unwrap();
     next.spec.version = "v2".into();
     api.replace("a", &pp, &next).await.unwrap();
-    until(&mut w, Duration::from_secs(10), "Apply a v2", |e| is_apply(e, "a", "v2")).await;
+    until(&mut w, Duration::from_secs(10), "Apply a v2", |e| {
+        is_apply(e, "a", "v2")
+    })
+    .await;
 
-    let lists = s.requests().await.iter().filter(|r| r["verb"] == "list" && r["resource"] == "modelrollouts").count();
+    let lists = s
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["verb"] == "list" && r["resource"] == "modelrollouts")
+        .count();
     assert!(lists >= 2, "the watcher listed again ({lists} lists)");
-}
-
-/// Polls a watcher in its own task, so it runs (and meets errors) while the
-/// test waits on something else; each item comes with the time it came.
-fn spawn_watch(
-    mut w: impl Stream<Item = WatchItem> + Unpin + Send + 'static,
-) -> futures::channel::mpsc::UnboundedReceiver<(Instant, WatchItem)> {
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    tokio::spawn(async move {
-        while let Some(item) = w.next().await {
-            if tx.unbounded_send((Instant::now(), item)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 #[tokio::test]
@@ -500,11 +379,19 @@ async fn an_outage_fails_fast_without_retry_and_the_watcher_recovers() {
     let fast = s.client(false);
     let api: Api<ModelRollout> = Api::namespaced(fast.clone(), "default");
     let patient_api: Api<ModelRollout> = Api::namespaced(s.client(true), "default");
-    api.create(&PostParams::default(), &rollout("a", "v1")).await.unwrap();
+    api.create(&PostParams::default(), &rollout("a", "v1"))
+        .await
+        .unwrap();
     let mut events = spawn_watch(rollout_watcher(fast.clone(), watcher::Config::default()));
-    until(&mut events, Duration::from_secs(10), "InitDone", |(_, e)| matches!(e, Ok(watcher::Event::InitDone))).await;
+    until(&mut events, Duration::from_secs(10), "InitDone", |(_, e)| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
     let mut raw = api.watch(&WatchParams::default(), "0").await.unwrap().boxed();
-    until(&mut raw, Duration::from_secs(5), "ADDED a", |e| matches!(e, Ok(WatchEvent::Added(_)))).await;
+    until(&mut raw, Duration::from_secs(5), "ADDED a", |e| {
+        matches!(e, Ok(WatchEvent::Added(_)))
+    })
+    .await;
 
     let outage = Duration::from_secs(2);
     let started = Instant::now();
@@ -526,31 +413,56 @@ async fn an_outage_fails_fast_without_retry_and_the_watcher_recovers() {
     let got = patient_api.get("a").await.expect("retried through the outage");
     assert_eq!(got.spec.version, "v1");
     let ended = started + outage;
-    assert!(Instant::now() >= ended, "the retrying get returned during the outage");
+    assert!(
+        Instant::now() >= ended,
+        "the retrying get returned during the outage"
+    );
 
     // Once the stand-in is back, a change reaches the watcher by itself.
     let mut next = api.get("a").await.expect("the outage is over");
     next.spec.version = "v2".into();
     api.replace("a", &PostParams::default(), &next).await.unwrap();
-    let seen = until(&mut events, Duration::from_secs(5), "Apply a v2", |(_, e)| is_apply(e, "a", "v2")).await;
+    let seen = until(&mut events, Duration::from_secs(5), "Apply a v2", |(_, e)| {
+        is_apply(e, "a", "v2")
+    })
+    .await;
 
     // The watcher met the outage as errors (its re-watch got 503) and
     // retried at most ~1 s apart (the capped backoff).
     let errors: Vec<Instant> = seen.iter().filter(|(_, e)| e.is_err()).map(|(t, _)| *t).collect();
     assert!(!errors.is_empty(), "no watcher error during the outage: {seen:?}");
     let gaps = errors.windows(2).map(|w| w[1] - w[0]);
-    assert!(gaps.clone().all(|g| g < Duration::from_millis(1500)), "{:?}", gaps.collect::<Vec<_>>());
+    assert!(
+        gaps.clone().all(|g| g < Duration::from_millis(1500)),
+        "{:?}",
+        gaps.collect::<Vec<_>>()
+    );
 
     // By the stand-in's clock: the first watch that got through came at
     // most ~1 s after the last one refused.
     let log = s.requests().await;
     let watches: Vec<&Value> = log.iter().filter(|r| r["verb"] == "watch").collect();
-    let last_refused = watches.iter().rposition(|r| r["code"] == 503).expect("a refused watch");
-    let back = watches[last_refused + 1..].iter().find(|r| r["code"] == 200).expect("a watch after the outage");
+    let last_refused = watches
+        .iter()
+        .rposition(|r| r["code"] == 503)
+        .expect("a refused watch");
+    let back = watches[last_refused + 1..]
+        .iter()
+        .find(|r| r["code"] == 200)
+        .expect("a watch after the outage");
     let gap = back["ms"].as_u64().unwrap() - watches[last_refused]["ms"].as_u64().unwrap();
-    assert!(gap <= 1300, "the watcher came back {gap} ms after its last refused watch");
-    let gets_503 = log.iter().filter(|r| r["verb"] == "get" && r["name"] == "a" && r["code"] == 503).count();
-    assert!(gets_503 >= 2, "the default retry re-sent the get ({gets_503} 503s)");
+    assert!(
+        gap <= 1300,
+        "the watcher came back {gap} ms after its last refused watch"
+    );
+    let gets_503 = log
+        .iter()
+        .filter(|r| r["verb"] == "get" && r["name"] == "a" && r["code"] == 503)
+        .count();
+    assert!(
+        gets_503 >= 2,
+        "the default retry re-sent the get ({gets_503} 503s)"
+    );
 }
 
 fn lease(name: &str, holder: &str, renewed: Timestamp) -> Lease {
@@ -577,7 +489,9 @@ async fn two_pods_race_for_an_expired_lease_and_exactly_one_wins() {
     let pod2: Api<Lease> = Api::namespaced(s.client(false), "default");
     let pp = PostParams::default();
     let long_ago = Timestamp::from_second(1_700_000_000).unwrap();
-    pod1.create(&pp, &lease("switchyard-leader", "pod-0", long_ago)).await.unwrap();
+    pod1.create(&pp, &lease("switchyard-leader", "pod-0", long_ago))
+        .await
+        .unwrap();
 
     // client-go's protocol: GET, see the lease expired, PUT with the
     // resourceVersion read.
@@ -593,7 +507,10 @@ async fn two_pods_race_for_an_expired_lease_and_exactly_one_wins() {
         l
     };
     let (l1, l2) = (take(seen1, "pod-1"), take(seen2, "pod-2"));
-    let (r1, r2) = tokio::join!(pod1.replace("switchyard-leader", &pp, &l1), pod2.replace("switchyard-leader", &pp, &l2));
+    let (r1, r2) = tokio::join!(
+        pod1.replace("switchyard-leader", &pp, &l1),
+        pod2.replace("switchyard-leader", &pp, &l2)
+    );
     let winner = match (r1, r2) {
         (Ok(w), Err(kube::Error::Api(e))) | (Err(kube::Error::Api(e)), Ok(w)) => {
             assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
@@ -636,8 +553,15 @@ async fn events_are_created_through_both_event_apis() {
         ..CoreEvent::default()
     };
     let created = core.create(&PostParams::default(), &ev).await.unwrap();
-    assert!(created.name_any().starts_with("rollout-a."), "{}", created.name_any());
-    assert_eq!(core.get(&created.name_any()).await.unwrap().reason.as_deref(), Some("Promoted"));
+    assert!(
+        created.name_any().starts_with("rollout-a."),
+        "{}",
+        created.name_any()
+    );
+    assert_eq!(
+        core.get(&created.name_any()).await.unwrap().reason.as_deref(),
+        Some("Promoted")
+    );
 
     // kube-runtime's Recorder uses events.k8s.io/v1: a create, then a merge
     // patch for the repeat (an event series).
@@ -666,7 +590,12 @@ async fn events_are_created_through_both_event_apis() {
         .await
         .iter()
         .filter(|r| r["group"] == "events.k8s.io")
-        .map(|r| (r["verb"].as_str().unwrap().to_string(), r["resource"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["verb"].as_str().unwrap().to_string(),
+                r["resource"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let want = [("create", "events"), ("patch", "events")].map(|(v, r)| (v.to_string(), r.to_string()));
     assert_eq!(verbs[..2], want);
@@ -681,7 +610,11 @@ fn rbac_triples(log: &[Value]) -> std::collections::BTreeSet<(String, String, St
             if r["subresource"] != "" {
                 resource = format!("{resource}/{}", r["subresource"].as_str().unwrap());
             }
-            (r["verb"].as_str().unwrap().into(), r["group"].as_str().unwrap().into(), resource)
+            (
+                r["verb"].as_str().unwrap().into(),
+                r["group"].as_str().unwrap().into(),
+                resource,
+            )
         })
         .collect()
 }
@@ -697,23 +630,46 @@ async fn the_request_log_names_every_verb_and_resource_kube_used() {
 
     let a = api.create(&pp, &rollout("a", "v1")).await.unwrap();
     api.replace("a", &pp, &a).await.unwrap();
-    api.patch("a", &patch, &Patch::Merge(json!({ "spec": { "weight": 1 } }))).await.unwrap();
+    api.patch("a", &patch, &Patch::Merge(json!({ "spec": { "weight": 1 } })))
+        .await
+        .unwrap();
     let a = api.get_status("a").await.unwrap();
     api.replace_status("a", &pp, &a).await.unwrap();
-    api.patch_status("a", &patch, &Patch::Merge(json!({ "status": { "phase": "P" } }))).await.unwrap();
+    api.patch_status("a", &patch, &Patch::Merge(json!({ "status": { "phase": "P" } })))
+        .await
+        .unwrap();
     all.list(&ListParams::default()).await.unwrap();
-    let mut w = rollout_watcher(client.clone(), watcher::Config::default().fields("metadata.name=a"));
-    until(&mut w, Duration::from_secs(10), "InitDone", |e| matches!(e, Ok(watcher::Event::InitDone))).await;
-    let l = leases.create(&pp, &lease("leader", "pod-0", Timestamp::now())).await.unwrap();
+    let mut w = rollout_watcher(
+        client.clone(),
+        watcher::Config::default().fields("metadata.name=a"),
+    );
+    until(&mut w, Duration::from_secs(10), "InitDone", |e| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
+    let l = leases
+        .create(&pp, &lease("leader", "pod-0", Timestamp::now()))
+        .await
+        .unwrap();
     leases.replace("leader", &pp, &l).await.unwrap();
     leases.get("leader").await.unwrap();
     api.delete("a", &DeleteParams::default()).await.unwrap();
     // The watcher's watch request is in the log once it has started.
-    until(&mut w, Duration::from_secs(10), "Delete a", |e| matches!(e, Ok(watcher::Event::Delete(_)))).await;
+    until(&mut w, Duration::from_secs(10), "Delete a", |e| {
+        matches!(e, Ok(watcher::Event::Delete(_)))
+    })
+    .await;
 
     let log = s.requests().await;
     for r in &log {
-        println!("{} {} {}?{} -> {}", r["verb"], r["name"], r["path"], r["query"].as_str().unwrap(), r["code"]);
+        println!(
+            "{} {} {}?{} -> {}",
+            r["verb"],
+            r["name"],
+            r["path"],
+            r["query"].as_str().unwrap(),
+            r["code"]
+        );
     }
     let triples = rbac_triples(&log);
     let want = [
@@ -737,114 +693,147 @@ async fn the_request_log_names_every_verb_and_resource_kube_used() {
         );
     }
     // Api::all lists across namespaces: no namespace in the entry.
-    assert!(log.iter().any(|r| r["verb"] == "list" && r["namespace"] == "" && r["path"] == "/apis/switchyard.dev/v1alpha1/modelrollouts"));
+    assert!(log.iter().any(|r| r["verb"] == "list"
+        && r["namespace"] == ""
+        && r["path"] == "/apis/switchyard.dev/v1alpha1/modelrollouts"));
     // A watch pinned by a metadata.name field selector names the object, as
     // the RBAC authorizer sees it.
     assert!(log.iter().any(|r| r["verb"] == "watch" && r["name"] == "a"));
 }
 
-/// A plain HTTP request to the stand-in: (status, JSON body).
-async fn http(s: &StandIn, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let code = resp.status().as_u16();
-    (code, resp.json().await.unwrap_or(Value::Null))
-}
+/// The ModelRollout collection path in `default`.
+const BASE: &str = "/apis/switchyard.dev/v1alpha1/namespaces/default/modelrollouts";
 
-/// Reads a raw watch response until it ends or `within` passes, returning
-/// the event lines and whether the server ended it.
-async fn watch_lines(s: &StandIn, path_and_query: &str, within: Duration) -> (Vec<Value>, bool) {
-    let mut resp = reqwest::get(format!("{}{path_and_query}", s.url)).await.expect("watch");
-    assert_eq!(resp.status().as_u16(), 200);
-    let (mut buf, mut lines) = (Vec::new(), Vec::new());
-    let deadline = tokio::time::Instant::now() + within;
-    let ended = loop {
-        match tokio::time::timeout_at(deadline, resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
-            Ok(Ok(None)) => break true,
-            Ok(Err(e)) => panic!("watch body: {e}"),
-            Err(_) => break false,
-        }
-    };
-    for l in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        lines.push(serde_json::from_slice(l).expect("one JSON event per line"));
-    }
-    (lines, ended)
+/// A ModelRollout body, labelled `team`.
+fn raw_rollout(name: &str, team: &str) -> Value {
+    json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": { "name": name, "labels": { "team": team } },
+            "spec": { "model": "m", "version": "v1" } })
 }
 
 #[tokio::test]
-async fn wire_format_statuses_lists_and_selector_watches() {
+async fn wire_format_of_statuses_lists_and_refusals() {
     let s = StandIn::start();
-    let base = "/apis/switchyard.dev/v1alpha1/namespaces/default/modelrollouts";
-    let obj = |name: &str, team: &str| {
-        json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "ModelRollout",
-                "metadata": { "name": name, "labels": { "team": team } },
-                "spec": { "model": "m", "version": "v1" } })
-    };
-    let (code, a) = http(&s, reqwest::Method::POST, base, Some(obj("a", "ml"))).await;
-    assert_eq!(code, 201);
-    http(&s, reqwest::Method::POST, base, Some(obj("b", "web"))).await;
-
-    let (code, st) = http(&s, reqwest::Method::GET, &format!("{base}/nope"), None).await;
-    assert_eq!(code, 404);
+    let post = reqwest::Method::POST;
     assert_eq!(
-        st,
-        json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "modelrollouts.switchyard.dev \"nope\" not found", "reason": "NotFound",
-                "details": { "name": "nope", "group": "switchyard.dev", "kind": "modelrollouts" }, "code": 404 })
+        http(&s, post.clone(), BASE, Some(raw_rollout("a", "ml"))).await.0,
+        201
     );
-    let (code, list) = http(&s, reqwest::Method::GET, &format!("{base}?labelSelector=team%3Dml"), None).await;
-    assert_eq!((code, list["kind"].as_str(), list["items"].as_array().unwrap().len()), (200, Some("ModelRolloutList"), 1));
-    assert!(list["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
+    assert_eq!(
+        http(&s, post.clone(), BASE, Some(raw_rollout("b", "web")))
+            .await
+            .0,
+        201
+    );
 
-    // PUT without a resourceVersion: 422; POST with one: 500, as the real server.
-    let (code, _) = http(&s, reqwest::Method::PUT, &format!("{base}/b"), Some(obj("b", "web"))).await;
-    assert_eq!(code, 422);
-    let mut with_rv = obj("c", "ml");
+    let (code, st) = http(&s, reqwest::Method::GET, &format!("{BASE}/nope"), None).await;
+    assert_eq!(code, 404);
+    let want = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "modelrollouts.switchyard.dev \"nope\" not found", "reason": "NotFound",
+        "details": { "name": "nope", "group": "switchyard.dev", "kind": "modelrollouts" }, "code": 404 });
+    assert_eq!(st, want);
+    let (code, list) = http(
+        &s,
+        reqwest::Method::GET,
+        &format!("{BASE}?labelSelector=team%3Dml"),
+        None,
+    )
+    .await;
+    let n = list["items"].as_array().unwrap().len();
+    assert_eq!(
+        (code, list["kind"].as_str(), n),
+        (200, Some("ModelRolloutList"), 1)
+    );
+    assert!(list["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty()));
+
+    // PUT without a resourceVersion: 422; POST with one: 500; POST into a
+    // namespace that does not exist: 404 -- as the real server answers.
+    let put = http(
+        &s,
+        reqwest::Method::PUT,
+        &format!("{BASE}/b"),
+        Some(raw_rollout("b", "web")),
+    )
+    .await;
+    assert_eq!(put.0, 422);
+    let mut with_rv = raw_rollout("c", "ml");
     with_rv["metadata"]["resourceVersion"] = json!("1");
-    assert_eq!(http(&s, reqwest::Method::POST, base, Some(with_rv)).await.0, 500);
-    let (code, _) = http(&s, reqwest::Method::POST, "/api/v1/namespaces/elsewhere/events", Some(json!({ "metadata": { "name": "e" } }))).await;
-    assert_eq!(code, 404, "no such namespace");
+    assert_eq!(http(&s, post.clone(), BASE, Some(with_rv)).await.0, 500);
+    let event = json!({ "metadata": { "name": "e" } });
+    assert_eq!(
+        http(&s, post, "/api/v1/namespaces/elsewhere/events", Some(event))
+            .await
+            .0,
+        404
+    );
+
+    // During an outage every Kubernetes request gets a 503 Status; the
+    // control endpoints still answer.
+    s.down(30.0).await;
+    let (code, st) = http(&s, reqwest::Method::GET, BASE, None).await;
+    assert_eq!(
+        (code, st["reason"].as_str(), st["code"].as_u64()),
+        (503, Some("ServiceUnavailable"), Some(503))
+    );
+    assert_eq!(
+        http(&s, reqwest::Method::GET, "/_standin/healthz", None).await.0,
+        200
+    );
+    assert_eq!(http(&s, reqwest::Method::GET, "/version", None).await.0, 503);
+}
+
+#[tokio::test]
+async fn raw_watches_follow_selectors_send_bookmarks_and_time_out() {
+    let s = StandIn::start();
+    let (_, a) = http(&s, reqwest::Method::POST, BASE, Some(raw_rollout("a", "ml"))).await;
+    http(&s, reqwest::Method::POST, BASE, Some(raw_rollout("b", "web"))).await;
 
     // A label-selector watch from a's resourceVersion: moving a out of the
     // selection is a DELETED, moving it back an ADDED; the server closes
     // after timeoutSeconds.
     let from = a["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let relabel = |team: &str| json!({ "metadata": { "labels": { "team": team } } });
-    let patch = |body: Value| {
+    let relabel = |team: &str| {
         reqwest::Client::new()
-            .patch(format!("{}{base}/a", s.url))
+            .patch(format!("{}{BASE}/a", s.url))
             .header("content-type", "application/merge-patch+json")
-            .body(body.to_string())
+            .body(json!({ "metadata": { "labels": { "team": team } } }).to_string())
             .send()
     };
-    assert_eq!(patch(relabel("web")).await.unwrap().status().as_u16(), 200);
-    assert_eq!(patch(relabel("ml")).await.unwrap().status().as_u16(), 200);
+    assert_eq!(relabel("web").await.unwrap().status().as_u16(), 200);
+    assert_eq!(relabel("ml").await.unwrap().status().as_u16(), 200);
     let t = Instant::now();
-    let q = format!("{base}?watch=1&resourceVersion={from}&labelSelector=team%3Dml&timeoutSeconds=1&allowWatchBookmarks=true");
+    let q = format!(
+        "{BASE}?watch=1&resourceVersion={from}&labelSelector=team%3Dml&timeoutSeconds=1&allowWatchBookmarks=true"
+    );
     let (lines, ended) = watch_lines(&s, &q, Duration::from_secs(5)).await;
-    assert!(ended && t.elapsed() < Duration::from_secs(3), "closed after timeoutSeconds");
-    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).filter(|t| *t != "BOOKMARK").collect();
+    assert!(
+        ended && t.elapsed() < Duration::from_secs(3),
+        "closed after timeoutSeconds"
+    );
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l["type"].as_str().unwrap())
+        .filter(|t| *t != "BOOKMARK")
+        .collect();
     assert_eq!(types, ["DELETED", "ADDED"]);
 
-    // Bookmarks carry only a resourceVersion.
-    let q = format!("{base}?watch=true&allowWatchBookmarks=true&timeoutSeconds=2&fieldSelector=metadata.name%3Db");
+    // From "now" (no resourceVersion): the current object as ADDED first;
+    // bookmarks carry only a resourceVersion.
+    let q = format!(
+        "{BASE}?watch=true&allowWatchBookmarks=true&timeoutSeconds=2&fieldSelector=metadata.name%3Db"
+    );
     let (lines, _) = watch_lines(&s, &q, Duration::from_secs(5)).await;
-    assert_eq!(lines[0]["type"], "ADDED");
-    assert_eq!(lines[0]["object"]["metadata"]["name"], "b");
-    let bm = lines.iter().find(|l| l["type"] == "BOOKMARK").expect("a bookmark");
+    assert_eq!(
+        (&lines[0]["type"], &lines[0]["object"]["metadata"]["name"]),
+        (&json!("ADDED"), &json!("b"))
+    );
+    let bm = lines
+        .iter()
+        .find(|l| l["type"] == "BOOKMARK")
+        .expect("a bookmark");
     let mut keys: Vec<&String> = bm["object"]["metadata"].as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["creationTimestamp", "resourceVersion"]);
-
-    // During an outage every Kubernetes request gets a 503 Status; the
-    // control endpoints still answer.
-    s.down(30.0).await;
-    let (code, st) = http(&s, reqwest::Method::GET, base, None).await;
-    assert_eq!((code, st["reason"].as_str(), st["code"].as_u64()), (503, Some("ServiceUnavailable"), Some(503)));
-    assert_eq!(http(&s, reqwest::Method::GET, "/_standin/healthz", None).await.0, 200);
-    assert_eq!(http(&s, reqwest::Method::GET, "/version", None).await.0, 503);
 }
