@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod guard;
 pub mod repository;
 pub mod rollout;
