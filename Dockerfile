@@ -20,8 +20,10 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 # --- build: the release binary, from source --------------------------------
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY benches benches
+# build.rs compiles proto/ (the gRPC interface) in pure Rust: no protoc
+COPY proto proto
 COPY src src
 # The cache mounts keep downloaded crates and incremental build output between
 # builds; the binary is copied out of the mount inside the same step.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust, idempotently:
 # - .venv/test: a Python venv with the stock clients of tests/clients/requirements.txt
-#   (tritonclient, kserve), used by tests/clients.rs. The venv is rebuilt when
+#   (tritonclient, kserve, grpcio-health-checking), used by tests/clients.rs
+#   and tests/grpc_proto.rs. The venv is rebuilt when
 #   requirements.txt changes (its sha256 is stamped inside the venv).
 # - prometheus and promtool (Debian package prometheus), used by tests/metrics.rs,
 #   tests/prometheus.rs and deploy/prometheus/check.sh; installed with apt-get
@@ -37,6 +38,10 @@ if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$
   echo "setup-test-deps: installing $REQUIREMENTS failed" >&2
   exit 1
 fi
-"$VENV/bin/python" -c "import tritonclient.http, kserve, numpy" || { rm -rf "$VENV"; exit 1; }
+# tritonclient.grpc and kserve both register package `inference` in protobuf's
+# default descriptor pool: one process cannot import both.
+for modules in "tritonclient.http, tritonclient.grpc, grpc_health.v1.health_pb2, numpy" "kserve, numpy"; do
+  "$VENV/bin/python" -c "import $modules" || { rm -rf "$VENV"; exit 1; }
+done
 echo "$want" > "$STAMP"
 echo "setup-test-deps: $VENV is ready" >&2

@@ -17,13 +17,15 @@
 //! 8. [`rollout`]: rollout specs, the pure state machine, analysis, statistics, validation, the store and the controller.
 //! 9. [`serving`]: what every front end shares: the state, the predict pipeline, readiness, metrics refresh.
 //! 10. [`api`]: HTTP: V1, V2, probes, feedback, the admin API, middleware, the status table.
-//! 11. [`config`]: the `serve` flags, read once and handed down as plain settings.
-//! 12. [`server`]: listeners, background tasks, graceful shutdown.
-//! 13. [`cli`]: the command line and the client subcommands.
+//! 11. [`grpc`]: the Open Inference Protocol over gRPC (the protocol, for now).
+//! 12. [`config`]: the `serve` flags, read once and handed down as plain settings.
+//! 13. [`server`]: listeners, background tasks, graceful shutdown.
+//! 14. [`cli`]: the command line and the client subcommands.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod guard;
 pub mod policy;
 pub mod repository;
@@ -40,4 +42,4 @@ pub use server::{run, start, Server};
 
 /// The layer order, bottom-up, as `layers.py src --order` checks it.
 pub const LAYERS: &str =
-    "tensor,telemetry,runtime,policy,guard,repository,traffic,rollout,serving,api,config,server,cli";
+    "tensor,telemetry,runtime,policy,guard,repository,traffic,rollout,serving,api,grpc,config,server,cli";
