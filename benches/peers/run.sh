@@ -226,8 +226,8 @@ load_row() {
 # SERVER; appends a row to results.tsv.
 measure() {
   local server=$1 m=$2 c=$3 pass=$4 pid=${PIDS[$1]} port=${PORTS[$1]}
-  local url="http://127.0.0.1:$port/v2/models/$m/versions/$(version_of "$m")/infer"
-  local base=$OUT/$server-$m-c$c-p$pass
+  local url base=$OUT/$server-$m-c$c-p$pass
+  url="http://127.0.0.1:$port/v2/models/$m/versions/$(version_of "$m")/infer"
   local cpu0 busy0 t0 t1 cpu1 busy1 rps p50 p99 non2xx errors ok cpu_pct client_pct others_pct
   [ "$WARMUP" -gt 0 ] && load "$base.warmup.json" "$url" "$BODY" "$c" "$WARMUP" || true
   cpu0=$(cpu_ticks "$pid"); busy0=$(machine_busy_ticks); t0=$(date +%s.%N)

@@ -210,7 +210,7 @@ step_serve() {
 
 # One line for BENCHMARKS.md: what exactly the triton-native peer is.
 step_describe() {
-  local backend=? api=? pytriton
+  local backend='?' api='?' pytriton
   [ -f "$D/src/SOURCES" ] && backend=$(awk '$1 == "onnxruntime_backend" { print substr($3, 1, 12) }' "$D/src/SOURCES")
   [ -f "$D/ortinc/onnxruntime_c_api.h" ] && api=$(awk '/define ORT_API_VERSION/ { print $3; exit }' "$D/ortinc/onnxruntime_c_api.h")
   pytriton=$("$PEERS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("nvidia-pytriton"))' 2>/dev/null || echo '?')
