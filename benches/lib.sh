@@ -1,4 +1,5 @@
-# Helpers shared by benches/load.sh and benches/peers/run.sh (sourced, not run).
+# Helpers shared by benches/load.sh, benches/peers/run.sh and
+# benches/peers/triton_native.sh (sourced, not run).
 # Everything runs on 127.0.0.1; every server is stopped by its PID; every
 # load run is bounded in time.
 
@@ -20,6 +21,34 @@ ensure_oha() {
   cargo install --quiet --locked --version "$OHA_VERSION" --root "$TOOLS_DIR" oha >&2 \
     || die "cargo install oha failed"
   echo "$TOOLS_DIR/bin/oha"
+}
+
+# Path of wrk (the Debian package wrk; benches/peers/run.sh's interleaved mode):
+# on PATH, else installed with apt-get, saying so.
+ensure_wrk() {
+  if command -v wrk >/dev/null 2>&1; then command -v wrk; return; fi
+  command -v apt-get >/dev/null 2>&1 || die "wrk is missing: install the Debian package wrk (or LOADGEN=oha)"
+  local sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  log "wrk is missing: installing the Debian package wrk (apt-get install wrk)"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+    || die "apt-get install wrk failed"
+  command -v wrk
+}
+
+# The peers' Python venv, .venv/peers, from benches/peers/requirements.txt;
+# rebuilt when that file changes (its sha256 is stamped inside the venv).
+PEERS_VENV=$BENCH_ROOT/.venv/peers
+ensure_peers_venv() {
+  local reqs=benches/peers/requirements.txt stamp=$PEERS_VENV/.requirements.sha256
+  if [ -x "$PEERS_VENV/bin/python" ] && (cd "$BENCH_ROOT" && sha256sum --check --status "$stamp") 2>/dev/null; then
+    return 0
+  fi
+  log "creating $PEERS_VENV from $reqs (nvidia-pytriton is large: a few minutes)"
+  "$PYTHON" -m venv "$PEERS_VENV"
+  "$PEERS_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$BENCH_ROOT/$reqs"
+  (cd "$BENCH_ROOT" && sha256sum "$reqs") >"$stamp"
 }
 
 # A TCP port that is free on 127.0.0.1 right now.
@@ -121,5 +150,31 @@ ms = lambda v: "nan" if v is None else "%.3f" % (v * 1000)
 total = s["summary"].get("total") or 0
 rps = ok / total if total else 0.0
 print("%.0f %s %s %d %d %d" % (rps, ms(p.get("p50")), ms(p.get("p99")), non2xx, errors, ok))
+PY
+}
+
+# run_wrk OUT URL BODY CONCURRENCY DURATION: wrk POSTs BODY to URL for
+# DURATION seconds on CONCURRENCY keep-alive connections (2 threads, 1 at
+# c=1); benches/peers/wrk_post.lua writes its summary as one JSON line into
+# OUT. Hard-bounded by `timeout` like run_oha.
+run_wrk() {
+  local out=$1 url=$2 body=$3 c=$4 d=$5 t=1
+  [ "$c" -ge 2 ] && t=2
+  WRK_OUT=$out timeout --kill-after=10 $((d + 60)) "$WRK_BIN" -t"$t" -c"$c" -d"${d}s" \
+    -s "$BENCH_ROOT/benches/peers/wrk_post.lua" "$url" -- "$body" >"$out.log"
+}
+
+# wrk_row OUT: the same "req/s p50_ms p99_ms non2xx errors ok" as oha_row,
+# from wrk_post.lua's summary. wrk counts answers with status >= 400 as
+# errors.status (non2xx here); errors are its connect/read/write/timeout
+# errors; req/s counts the other answers only.
+wrk_row() {
+  "$PYTHON" - "$1" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+ok = s["requests"] - s["status_errors"]
+errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["timeouts"]
+rps = ok / (s["duration_us"] / 1e6) if s["duration_us"] else 0.0
+print("%.0f %.3f %.3f %d %d %d" % (rps, s["p50_us"] / 1000, s["p99_us"] / 1000, s["status_errors"], errors, ok))
 PY
 }

@@ -1,0 +1,23 @@
+-- wrk script for benches/peers/run.sh (lib.sh run_wrk): POSTs the JSON body
+-- in the file named after `--` on wrk's command line, and writes wrk's summary
+-- as one JSON object into the file named by $WRK_OUT (times in microseconds).
+--   WRK_OUT=out.json wrk -t2 -c8 -d10s -s wrk_post.lua URL -- request.json
+
+function init(args)
+  local f = assert(io.open(args[1], "rb"), "wrk_post.lua: no body file")
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.body = f:read("*a")
+  f:close()
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local out = assert(io.open(assert(os.getenv("WRK_OUT"), "wrk_post.lua: WRK_OUT unset"), "w"))
+  out:write(string.format(
+    '{"duration_us": %d, "requests": %d, "status_errors": %d, "connect_errors": %d, "read_errors": %d, '
+      .. '"write_errors": %d, "timeouts": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.duration, summary.requests, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+  out:close()
+end
