@@ -195,26 +195,14 @@ pub fn parse_rate(s: &str) -> Result<RateSpec, String> {
     s.parse()
 }
 
-/// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000`.
+/// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000` (bytesize: `k`/`kB` are
+/// 1000, `Ki`/`KiB` 1024).
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
+    let size: bytesize::ByteSize = s
+        .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a size (try 8MiB, 512KiB or a byte count)"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' in '{s}'")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+        .map_err(|e| format!("'{s}' is not a size (try 8MiB, 512KiB or a byte count): {e}"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("size '{s}' is too large"))
 }
 
 #[cfg(test)]
