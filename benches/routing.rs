@@ -5,13 +5,13 @@ use std::hint::black_box;
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard::policy::{CandidateSpec, Policy, PolicySpec};
+use switchyard::policy::{CandidateSpec, Policy, PolicySpec, Weight};
 
 fn canary() -> Policy {
     let mut spec = PolicySpec::pinned(1);
     spec.candidate = Some(CandidateSpec {
         version: 2,
-        weight: 1000,
+        weight: Weight::from_bp(1000).expect("10%"),
     });
     spec.salt = "rollout-7".into();
     spec.allow_list = (0..100).map(|i| format!("vip-{i}")).collect();

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => switchyard::cli::validate(args),
         Command::Rollout(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::rollout(args))),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::status(args))),
+        Command::Load(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::load(args))),
     };
     match result {
         Ok(code) => code,

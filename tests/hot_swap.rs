@@ -117,7 +117,7 @@ async fn swapping_versions_under_load_fails_no_request() {
             _ => (2, 1),
         };
         set(
-            json!({"stable": stable, "candidate": {"version": cand, "weight": (i * 97) % 10001}, "salt": format!("s{i}")}),
+            json!({"stable": stable, "candidate": {"version": cand, "weight_bp": (i * 97) % 10001}, "salt": format!("s{i}")}),
             vec![stable, cand],
         )
         .await;
@@ -154,7 +154,7 @@ async fn swapping_versions_under_load_fails_no_request() {
             .await;
         assert_eq!(st, 200, "{body}");
         set(
-            json!({"stable": 2, "candidate": {"version": 4, "weight": 5000}}),
+            json!({"stable": 2, "candidate": {"version": 4, "weight": "50%"}}),
             vec![2, 4],
         )
         .await;

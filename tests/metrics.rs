@@ -176,7 +176,7 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     // a canary policy shows in the weight gauge at the next scrape
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 2, "weight": 2500}}),
+        json!({"stable": 1, "candidate": {"version": 2, "weight": "25%"}}),
     )
     .await;
     let after = parse(&s.metrics().await);

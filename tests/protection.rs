@@ -124,7 +124,7 @@ async fn a_failing_candidate_opens_its_breaker_and_traffic_falls_back_to_stable(
     .await;
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 3, "weight": 10000}}),
+        json!({"stable": 1, "candidate": {"version": 3, "weight": "100%"}}),
     )
     .await;
     let state = s.server.as_ref().unwrap().state.clone();

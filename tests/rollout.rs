@@ -159,7 +159,7 @@ async fn a_good_canary_walks_its_steps_and_promotes() {
     start(
         &s,
         json!({"strategy": "canary", "candidate": 2,
-               "steps": [{"weight": 1000, "bake": "1s"}, {"weight": 5000, "bake": "1s"}, {"weight": 10000}],
+               "steps": [{"weight": "10%", "bake": "1s"}, {"weight": "50%", "bake": "1s"}, {"weight": "100%"}],
                "analysis": fast_analysis(5)}),
     )
     .await;
@@ -171,16 +171,16 @@ async fn a_good_canary_walks_its_steps_and_promotes() {
     assert_eq!(r["phase"], "promoted", "{r}");
     let events = events(&s).await;
     let decisions: Vec<&str> = events.iter().map(|e| e["decision"].as_str().unwrap()).collect();
-    let weights: Vec<u64> = events.iter().map(|e| e["weight"].as_u64().unwrap()).collect();
+    let weights: Vec<&str> = events.iter().map(|e| e["weight"].as_str().unwrap()).collect();
     assert!(decisions[0].starts_with("started"), "{decisions:?}");
     assert!(
         decisions.iter().any(|d| d.contains("validation passed")),
         "{decisions:?}"
     );
     // weights followed the steps: 10% → 50% → promoted (100%)
-    let mut seen: Vec<u64> = weights.clone();
+    let mut seen = weights.clone();
     seen.dedup();
-    assert_eq!(seen, vec![0, 1000, 5000, 10000], "{events:?}");
+    assert_eq!(seen, vec!["0%", "10%", "50%", "100%"], "{events:?}");
     assert!(decisions.last().unwrap().contains("promoted"));
     // every analysis event carries the metrics that decided
     assert!(events
@@ -207,7 +207,7 @@ async fn a_bad_canary_aborts_on_feedback_and_traffic_returns_to_stable() {
     start(
         &s,
         json!({"strategy": "canary", "candidate": 3,
-               "steps": [{"weight": 3000, "bake": "30s"}, {"weight": 10000}],
+               "steps": [{"weight": "30%", "bake": "30s"}, {"weight": "100%"}],
                "analysis": fast_analysis(10)}),
     )
     .await;
@@ -248,7 +248,7 @@ async fn without_traffic_a_step_holds_then_aborts_at_the_progress_deadline() {
     start(
         &s,
         json!({"strategy": "canary", "candidate": 2,
-               "steps": [{"weight": 2000, "bake": "0s"}, {"weight": 10000}],
+               "steps": [{"weight": "20%", "bake": "0s"}, {"weight": "100%"}],
                "analysis": {"interval": "1s", "min_requests": 50, "progress_deadline": "3s"}}),
     )
     .await;
@@ -307,7 +307,7 @@ async fn blue_green_switches_in_one_swap_and_retires_the_old_stable() {
         .iter()
         .find(|e| e["decision"].as_str().unwrap().starts_with("switched"))
         .unwrap();
-    assert_eq!(switch["weight"], 10000, "one swap from 0% to 100%");
+    assert_eq!(switch["weight"], "100%", "one swap from 0% to 100%");
     // after the window the old stable is unloaded
     let snapshot = s.snapshot();
     assert!(
@@ -369,7 +369,7 @@ async fn ab_test_finds_the_better_model_and_no_difference_between_twins() {
         &s,
         // v2 gives the true class ~1.3 points more probability than v1 with a
         // spread of ~0.15: about 2,000 samples per arm make that significant
-        json!({"strategy": "ab-test", "candidate": 2, "split": 5000, "min_samples": 2500, "alpha": 0.05,
+        json!({"strategy": "ab-test", "candidate": 2, "split": "50%", "min_samples": 2500, "alpha": 0.05,
                "analysis": fast_analysis(1)}),
     )
     .await;
@@ -467,7 +467,7 @@ async fn validation_stops_bad_candidates_before_any_traffic() {
         let s = TestServer::start(repo.path()).await;
         start(
             &s,
-            json!({"strategy": "canary", "candidate": 3, "steps": [{"weight": 1000}], "analysis": fast_analysis(1)}),
+            json!({"strategy": "canary", "candidate": 3, "steps": [{"weight": "10%"}], "analysis": fast_analysis(1)}),
         )
         .await;
         let r = wait_phase(
@@ -484,7 +484,7 @@ async fn validation_stops_bad_candidates_before_any_traffic() {
         );
         let ev = events(&s).await;
         assert!(
-            ev.iter().all(|e| e["weight"] == 0),
+            ev.iter().all(|e| e["weight"] == "0%"),
             "no traffic ever reached the candidate: {ev:?}"
         );
         s.stop().await;
@@ -497,16 +497,16 @@ async fn invalid_rollouts_are_refused() {
     let s = TestServer::start(repo.path()).await;
     for (spec, status) in [
         (
-            json!({"strategy": "canary", "candidate": 9, "steps": [{"weight": 100}]}),
+            json!({"strategy": "canary", "candidate": 9, "steps": [{"weight": "1%"}]}),
             404,
         ),
         (
-            json!({"strategy": "canary", "candidate": 1, "steps": [{"weight": 100}]}),
+            json!({"strategy": "canary", "candidate": 1, "steps": [{"weight": "1%"}]}),
             400,
         ),
         (json!({"strategy": "canary", "candidate": 2, "steps": []}), 400),
         (json!({"strategy": "warp", "candidate": 2}), 400),
-        (json!({"strategy": "ab-test", "candidate": 2, "split": 0}), 400),
+        (json!({"strategy": "ab-test", "candidate": 2, "split": "0%"}), 400),
     ] {
         let (st, body) = s
             .admin(
@@ -520,14 +520,14 @@ async fn invalid_rollouts_are_refused() {
     }
     start(
         &s,
-        json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": 100, "bake": "1h"}]}),
+        json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": "1%", "bake": "1h"}]}),
     )
     .await;
     let (st, _) = s
         .admin(
             Method::POST,
             "/admin/v1/models/digits/rollouts",
-            Some(json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": 100}]})),
+            Some(json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": "1%"}]})),
         )
         .await;
     assert_eq!(st, 409, "one active rollout per model");
@@ -567,7 +567,7 @@ async fn a_shadow_rollout_passes_on_agreement_then_continues_into_a_canary() {
     start(
         &s,
         json!({"strategy": "shadow", "candidate": 2, "rate": 1.0, "min_agreement": 0.9, "min_samples": 100,
-               "then_canary": [{"weight": 5000, "bake": "1s"}, {"weight": 10000}],
+               "then_canary": [{"weight": "50%", "bake": "1s"}, {"weight": "100%"}],
                "analysis": {"interval": "1s", "min_requests": 5, "max_p95_ratio": 5.0}}),
     )
     .await;
@@ -589,11 +589,11 @@ async fn a_shadow_rollout_passes_on_agreement_then_continues_into_a_canary() {
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert!(verdict["metrics"]["shadow"]["compared"].as_u64().unwrap() >= 100);
     assert!(verdict["metrics"]["shadow"]["agreement"].as_f64().unwrap() >= 0.9);
-    let mut weights: Vec<u64> = ev.iter().map(|e| e["weight"].as_u64().unwrap()).collect();
+    let mut weights: Vec<&str> = ev.iter().map(|e| e["weight"].as_str().unwrap()).collect();
     weights.dedup();
     assert_eq!(
         weights,
-        vec![0, 5000, 10000],
+        vec!["0%", "50%", "100%"],
         "shadow (0%) → canary 50% → promoted"
     );
 

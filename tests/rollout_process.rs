@@ -98,7 +98,7 @@ async fn a_rollout_survives_kill_9_and_then_completes() {
         reqwest::Method::POST,
         "/admin/v1/models/digits/rollouts",
         Some(json!({"strategy": "canary", "candidate": 2,
-                    "steps": [{"weight": 3000, "bake": "3s"}, {"weight": 10000}],
+                    "steps": [{"weight": "30%", "bake": "3s"}, {"weight": "100%"}],
                     "analysis": {"interval": "1s", "min_requests": 5, "max_p95_ratio": 5.0}})),
     )
     .await;
@@ -142,7 +142,7 @@ async fn a_rollout_survives_kill_9_and_then_completes() {
     .await;
     assert_eq!(after["phase"], before["phase"]);
     assert_eq!(after["step"], before["step"]);
-    assert_eq!(after["weight"], 3000);
+    assert_eq!(after["weight"], "30%");
     assert_eq!(
         after["step_started_at"], before["step_started_at"],
         "timers continue from the stored start"
@@ -200,6 +200,17 @@ async fn a_rollout_survives_kill_9_and_then_completes() {
     assert!(events["events"].as_array().unwrap().len() >= 3);
 }
 
+/// The phase a `rollout` command printed (its "phase" line's first word).
+fn phase(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix("phase"))
+        .and_then(|rest| {
+            rest.split(|c: char| c == ',' || c.is_whitespace())
+                .find(|w| !w.is_empty())
+        })
+        .unwrap_or("")
+}
+
 fn cli(c: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("rollout")
@@ -224,7 +235,7 @@ async fn the_cli_drives_a_rollout() {
     let spec = state.path().join("canary.toml");
     std::fs::write(
         &spec,
-        "strategy = \"canary\"\ncandidate = 2\nsteps = [{ weight = 1000, bake = \"1h\" }, { weight = 5000, bake = \"1h\" }, { weight = 10000 }]\n[analysis]\ninterval = \"1s\"\nmin_requests = 1\n",
+        "strategy = \"canary\"\ncandidate = 2\nsteps = [{ weight = \"10%\", bake = \"1h\" }, { weight = \"50%\", bake = \"1h\" }, { weight = \"100%\" }]\n[analysis]\ninterval = \"1s\"\nmin_requests = 1\n",
     )
     .unwrap();
 
@@ -235,44 +246,44 @@ async fn the_cli_drives_a_rollout() {
 
     let (ok, out, err) = cli(&c, TOKEN, &["start", "digits", "--spec", spec.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(out.contains("canary 1 → 2"), "{out}");
+    assert!(out.contains("canary, version 1 → 2"), "{out}");
     // wait for validation
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, out, _) = cli(&c, TOKEN, &["status", "digits"]);
-        if out.contains("phase progressing") {
+        if phase(&out) == "progressing" {
             break;
         }
         assert!(Instant::now() < deadline, "{out}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (ok, out, _) = cli(&c, TOKEN, &["pause", "digits"]);
-    assert!(ok && out.contains("phase paused"), "{out}");
+    assert!(ok && phase(&out) == "paused", "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["resume", "digits"]);
-    assert!(ok && out.contains("phase progressing"), "{out}");
+    assert!(ok && phase(&out) == "progressing", "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["promote", "digits"]);
-    assert!(ok && out.contains("weight 50%"), "{out}");
+    assert!(ok && out.contains("candidate at 50%"), "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["--json", "status", "digits"]);
     assert!(ok);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["weight"], 5000);
+    assert_eq!(v["weight"], "50%");
     let (ok, out, _) = cli(&c, TOKEN, &["abort", "digits"]);
-    assert!(ok && out.contains("phase aborted"), "{out}");
+    assert!(ok && phase(&out) == "aborted", "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["retry", "digits"]);
-    assert!(ok && out.contains("phase validating"), "{out}");
+    assert!(ok && phase(&out) == "validating", "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, out, _) = cli(&c, TOKEN, &["status", "digits"]);
-        if out.contains("phase progressing") {
+        if phase(&out) == "progressing" {
             break;
         }
         assert!(Instant::now() < deadline, "{out}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (ok, out, _) = cli(&c, TOKEN, &["promote", "digits", "--full"]);
-    assert!(ok && out.contains("phase promoted"), "{out}");
+    assert!(ok && phase(&out) == "promoted", "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["rollback", "digits"]);
-    assert!(ok && out.contains("stable is version 1"), "{out}");
+    assert!(ok && out.contains("all traffic on version 1"), "{out}");
     let (ok, out, _) = cli(&c, TOKEN, &["events", "digits"]);
     assert!(ok);
     for needle in [

@@ -83,7 +83,7 @@ async fn admin_api_needs_the_token_and_round_trips_policies() {
     // put → get round trip
     let policy = json!({
         "stable": 1,
-        "candidate": {"version": 2, "weight": 1000},
+        "candidate": {"version": 2, "weight": "10%"},
         "sticky": true, "salt": "rollout-7",
         "allow_list": ["alice"], "pins": "allow-listed",
         "shadow": {"version": 2, "rate": 0.5},
@@ -102,11 +102,11 @@ async fn admin_api_needs_the_token_and_round_trips_policies() {
     // invalid policies → 400, the old one stays in force
     for (bad, needle) in [
         (
-            json!({"stable": 1, "candidate": {"version": 2, "weight": 10001}}),
-            "10001",
+            json!({"stable": 1, "candidate": {"version": 2, "weight": "100.01%"}}),
+            "100.01%",
         ),
         (
-            json!({"stable": 1, "candidate": {"version": 7, "weight": 10}}),
+            json!({"stable": 1, "candidate": {"version": 7, "weight": "0.1%"}}),
             "7",
         ),
         (
@@ -114,8 +114,8 @@ async fn admin_api_needs_the_token_and_round_trips_policies() {
             "shadow",
         ),
         (json!({"stable": 1, "labels": {"gold": 9}}), "gold"),
-        (json!({"stable": 1, "weight": 3}), "weight"),
-        (json!({"candidate": {"version": 2, "weight": 1}}), "stable"),
+        (json!({"stable": 1, "weight": "0.03%"}), "weight"),
+        (json!({"candidate": {"version": 2, "weight": "0.01%"}}), "stable"),
     ] {
         let (st, body) = s
             .admin(Method::PUT, "/admin/v1/models/digits/policy", Some(bad.clone()))
@@ -146,7 +146,7 @@ async fn requests_follow_the_policy_and_explain_their_route() {
     // candidate at 100%: users sticky, anonymous weighted
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 2, "weight": 10000}}),
+        json!({"stable": 1, "candidate": {"version": 2, "weight": "100%"}}),
     )
     .await;
     let (_, v, route, body) = predict(&s, infer, &row, &[("x-user-id", "u1")]).await;
@@ -161,7 +161,7 @@ async fn requests_follow_the_policy_and_explain_their_route() {
     // 50%: each user always lands on the same version; both versions used
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 2, "weight": 5000}, "salt": "s1"}),
+        json!({"stable": 1, "candidate": {"version": 2, "weight": "50%"}, "salt": "s1"}),
     )
     .await;
     let mut seen = BTreeSet::new();
@@ -194,7 +194,7 @@ async fn requests_follow_the_policy_and_explain_their_route() {
     // allow-list and pins
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 2, "weight": 0},
+        json!({"stable": 1, "candidate": {"version": 2, "weight": "0%"},
                "allow_list": ["alice"], "pins": "allow-listed"}),
     )
     .await;

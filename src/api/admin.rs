@@ -21,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::policy::PolicySpec;
 use crate::repository::{ModelEntry, VersionState};
 use crate::rollout::machine::{Action, Rollout};
-use crate::rollout::RolloutSpec;
+use crate::rollout::spec_file::{self, SpecFormat};
 use crate::serving::AppState;
 
 /// The admin routes under `/admin/v1`.
@@ -95,6 +95,9 @@ struct ModelView {
     previous_stable: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// `config.pbtxt` fields that are set but not acted on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    config_warnings: Vec<String>,
 }
 
 fn view(m: &ModelEntry) -> ModelView {
@@ -130,6 +133,7 @@ fn view(m: &ModelEntry) -> ModelView {
         routed: m.routed(),
         previous_stable: m.previous_stable.map(|p| p.version),
         error: m.error.clone(),
+        config_warnings: m.config.ignored.clone(),
     }
 }
 
@@ -267,7 +271,9 @@ fn rollout_view(r: &Rollout) -> serde_json::Value {
         "candidate": r.candidate,
         "phase": r.phase,
         "step": r.step,
+        "steps": r.step_count(),
         "weight": r.weight(),
+        "bake_left_secs": r.bake_left(crate::rollout::controller::now_secs()),
         "policy": r.policy(),
         "started_at": r.started_at,
         "step_started_at": r.step_started_at,
@@ -289,18 +295,14 @@ async fn start_rollout(
 ) -> Response {
     let result = async {
         let body = body_bytes(body, state.settings.body_limit)?;
-        let is_toml = headers
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::BadRequest("rollout spec is not UTF-8".into()))?;
+        let format = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("toml"));
-        let spec: RolloutSpec = if is_toml {
-            let text = std::str::from_utf8(&body)
-                .map_err(|_| ApiError::BadRequest("rollout spec is not UTF-8".into()))?;
-            toml::from_str(text).map_err(|e| ApiError::BadRequest(format!("invalid rollout spec: {e}")))?
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("invalid rollout spec: {e}")))?
-        };
+            .and_then(SpecFormat::from_content_type);
+        let spec = spec_file::parse(text, format)
+            .map_err(|e| ApiError::BadRequest(format!("invalid rollout spec: {e}")))?;
         let r = state.rollouts.start(&model, spec).await?;
         Ok::<_, ApiError>(json(&rollout_view(&r)))
     }
@@ -309,9 +311,15 @@ async fn start_rollout(
 }
 
 async fn get_rollout(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    if let Err(e) = model_entry(&state, &model) {
+        return e.into_response();
+    }
     match state.rollouts.get(&model) {
         Ok(Some(r)) => json(&rollout_view(&r)),
-        Ok(None) => ApiError::NotFound(format!("model '{model}' has no rollout")).into_response(),
+        Ok(None) => ApiError::NotFound(format!(
+            "model '{model}' has no rollout yet (start one with POST /admin/v1/models/{model}/rollouts)"
+        ))
+        .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -326,6 +334,9 @@ async fn rollout_action(
         ))
         .into_response();
     };
+    if let Err(e) = model_entry(&state, &model) {
+        return e.into_response();
+    }
     match state.rollouts.act(&model, a).await {
         Ok(r) => json(&rollout_view(&r)),
         Err(e) => ApiError::from(e).into_response(),
@@ -333,6 +344,9 @@ async fn rollout_action(
 }
 
 async fn events(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    if let Err(e) = model_entry(&state, &model) {
+        return e.into_response();
+    }
     match state.rollouts.events(&model) {
         Ok(events) => json(&serde_json::json!({
             "model": model,

@@ -1,4 +1,6 @@
-//! A client of a running server's admin API.
+//! A client of a running server's admin API. Every answer that is not a
+//! success becomes an error carrying the server's message, so the command
+//! exits non-zero and says why.
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -21,19 +23,24 @@ impl Admin {
         }
     }
 
-    pub(super) async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<(String, &str)>,
-    ) -> anyhow::Result<Value> {
+    /// `GET path`.
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` with an optional JSON body.
+    pub(super) async fn post(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.client.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some((body, content_type)) = body {
-            req = req.header("content-type", content_type).body(body);
+        if let Some(body) = body {
+            req = req.json(body);
         }
         let resp = req
             .send()
@@ -48,9 +55,9 @@ impl Admin {
                 .map(str::to_string)
                 .unwrap_or_else(|| value.to_string());
             if status == reqwest::StatusCode::UNAUTHORIZED {
-                bail!("{status}: {msg} (set --token or SWITCHYARD_ADMIN_TOKEN)");
+                bail!("{msg} (HTTP 401; set --token or SWITCHYARD_ADMIN_TOKEN)");
             }
-            bail!("{status}: {msg}");
+            bail!("{msg} (HTTP {})", status.as_u16());
         }
         Ok(value)
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::FileError;
+use super::pbtxt::{self, DeclaredIo};
 use crate::guard::LimitsConfig;
 use crate::runtime::ExecutionConfig;
 
@@ -21,6 +22,13 @@ pub struct ModelConfig {
     pub validation: ValidationConfig,
     /// Per-model protection limits (`[limits]`).
     pub limits: LimitsConfig,
+    /// Inputs and outputs a Triton `config.pbtxt` declares (checked against
+    /// the model when a version loads).
+    #[serde(skip)]
+    pub declared: Option<DeclaredIo>,
+    /// `config.pbtxt` fields that are set but not acted on, by name.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// Which versions on disk are served.
@@ -82,6 +90,32 @@ pub struct ValidationConfig {
 }
 
 impl ModelConfig {
+    /// Reads a model directory's `config.pbtxt` (Triton's) and `config.toml`,
+    /// either or both; `config.toml` wins key by key. Defaults without
+    /// either. The error names the file and the offending key.
+    pub fn read_dir(dir: &Path, model: &str) -> Result<ModelConfig, FileError> {
+        let toml_path = dir.join("config.toml");
+        let pbtxt_path = dir.join("config.pbtxt");
+        let triton = pbtxt::read(&pbtxt_path, model)?;
+        let own = ModelConfig::read(&toml_path)?;
+        let Some(triton) = triton else {
+            return Ok(own);
+        };
+        let mut table = triton.table;
+        if toml_path.is_file() {
+            let text = std::fs::read_to_string(&toml_path).map_err(|e| FileError::new(&toml_path, e))?;
+            let over: toml::Table = toml::from_str(&text).map_err(|e| FileError::new(&toml_path, e))?;
+            merge(&mut table, over);
+        }
+        let mut config: ModelConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| FileError::new(&pbtxt_path, e.to_string().trim_end()))?;
+        config.check().map_err(|e| FileError::new(&pbtxt_path, e))?;
+        config.declared = Some(triton.io);
+        config.ignored = triton.ignored;
+        Ok(config)
+    }
+
     /// Reads `path` if it exists; defaults otherwise. The error names the
     /// file and the offending key.
     pub fn read(path: &Path) -> Result<ModelConfig, FileError> {
@@ -129,6 +163,18 @@ impl ModelConfig {
             return Err("limits.rate_limit_burst must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// Puts every key of `over` into `base`, section by section (`over` wins).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

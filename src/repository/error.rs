@@ -45,6 +45,9 @@ pub enum LoadError {
     External(#[from] ExternalError),
     #[error("ONNX Runtime could not load model.onnx: {0}")]
     Ort(#[from] OrtError),
+    /// The model does not match what its configuration declares.
+    #[error("{0}")]
+    Config(String),
     #[error("no instances configured")]
     NoInstances,
     #[error("cannot start worker threads: {0}")]

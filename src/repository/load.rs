@@ -37,7 +37,7 @@ impl Repository {
     /// that are not loaded yet (blocking). Returns the versions now READY.
     pub fn load_model(&self, name: &str) -> Vec<u64> {
         let dir = self.root().join(name);
-        let files = ModelConfig::read(&dir.join("config.toml"))
+        let files = ModelConfig::read_dir(&dir, name)
             .and_then(|config| Samples::read(&dir.join("samples.json")).map(|samples| (config, samples)));
         let (config, samples) = match files {
             Ok(ok) => ok,
@@ -61,6 +61,13 @@ impl Repository {
                 return Vec::new();
             }
         };
+        if !config.ignored.is_empty() {
+            tracing::warn!(
+                model = name,
+                fields = %config.ignored.join(", "),
+                "config.pbtxt fields that switchyard does not act on"
+            );
+        }
         let config = Arc::new(config);
         let samples = samples.map(Arc::new);
         let wanted = config.versions.select(&self.versions_on_disk(name));
@@ -196,6 +203,9 @@ impl Repository {
             backends.push(Box::new(backend));
         }
         let signature = signature.ok_or(LoadError::NoInstances)?;
+        if let Some(declared) = &config.declared {
+            declared.check(&signature).map_err(LoadError::Config)?;
+        }
         let runtime = VersionRuntime::start(&format!("{model}-{version}"), signature, exec.clone(), backends)
             .map_err(|e| LoadError::Workers(e.to_string()))?;
         let inputs = warmup_inputs(runtime.signature(), samples);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod external;
 pub mod load;
+pub mod pbtxt;
 pub mod policies;
 pub mod samples;
 pub mod snapshot;

@@ -155,7 +155,7 @@ impl Controller {
             crate::telemetry::set_rollout(&r.model, r.phase.name(), r.step);
             match self.sink.apply(&r.model, r.policy()) {
                 Ok(()) => {
-                    tracing::info!(model = %r.model, phase = ?r.phase, step = r.step, weight = r.weight(), "rollout restored")
+                    tracing::info!(model = %r.model, phase = ?r.phase, step = r.step, weight = %r.weight(), "rollout restored")
                 }
                 Err(e) => {
                     tracing::error!(model = %r.model, error = %e, "could not restore the rollout's policy")
@@ -189,8 +189,9 @@ impl Controller {
         if let Some(r) = self.current.lock().get(model) {
             if !r.phase.is_final() {
                 return Err(RolloutError::Conflict(format!(
-                    "model '{model}' already has an active rollout (id {}, {:?}); abort it first",
-                    r.id, r.phase
+                    "model '{model}' already has an active rollout: rollout {} is {}; abort it first",
+                    r.id,
+                    r.phase.name()
                 )));
             }
         }
@@ -217,7 +218,7 @@ impl Controller {
             at: now,
             phase: r.phase,
             step: 0,
-            weight: 0,
+            weight: crate::policy::Weight::ZERO,
             decision: format!("started: {} → {}", stable, r.candidate),
             metrics: json!({"spec": r.spec}),
             actor: "admin".into(),
@@ -279,7 +280,7 @@ impl Controller {
             crate::telemetry::rollout_aborted(&n.model);
         }
         if let Some(e) = event {
-            tracing::info!(model = %n.model, rollout = n.id, phase = ?e.phase, step = e.step, weight = e.weight, actor = %e.actor, "{}", e.decision);
+            tracing::info!(model = %n.model, rollout = n.id, phase = ?e.phase, step = e.step, weight = %e.weight, actor = %e.actor, "{}", e.decision);
         }
         let policy = n.policy();
         if before.map(|b| b.policy()) != Some(policy.clone()) {

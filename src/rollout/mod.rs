@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod controller;
 pub mod machine;
 pub mod spec;
+pub mod spec_file;
 pub mod statistics;
 pub mod store;
 pub mod validation;

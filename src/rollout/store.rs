@@ -9,6 +9,88 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::machine::{Event, Rollout};
 
+/// The record format this code writes: 1 = weights as percent strings
+/// (`"10%"`); 0 (before) = weights as numbers of basis points.
+const FORMAT: i64 = 1;
+
+/// Brings records of an older format to [`FORMAT`], in one transaction.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(err)?;
+    if version >= FORMAT {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN").map_err(err)?;
+    let result = (|| {
+        for (table, column) in [("rollouts", "state"), ("events", "event")] {
+            let rows: Vec<(i64, String)> = conn
+                .prepare(&format!("SELECT id, {column} FROM {table}"))
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<Result<_, _>>()
+                })
+                .map_err(err)?;
+            for (id, text) in rows {
+                let mut value: serde_json::Value = serde_json::from_str(&text).map_err(record)?;
+                if weights_to_percent(&mut value) {
+                    conn.execute(
+                        &format!("UPDATE {table} SET {column} = ?1 WHERE id = ?2"),
+                        params![value.to_string(), id],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {FORMAT}"))
+            .map_err(err)
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Rewrites format-0 weights (numbers of basis points) in a stored rollout
+/// or event as percent strings; true when something changed.
+fn weights_to_percent(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    fn fix(v: &mut Value) -> bool {
+        match v.as_u64().and_then(|bp| crate::policy::Weight::from_bp(bp).ok()) {
+            Some(w) => {
+                *v = Value::String(w.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+    let mut changed = false;
+    if let Some(w) = value.get_mut("weight") {
+        changed |= fix(w);
+    }
+    if let Some(spec) = value.get_mut("spec") {
+        for list in ["steps", "then_canary"] {
+            for step in spec
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(w) = step.get_mut("weight") {
+                    changed |= fix(w);
+                }
+            }
+        }
+        if let Some(split) = spec.get_mut("split") {
+            changed |= fix(split);
+        }
+    }
+    changed
+}
+
 /// The state database.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -54,6 +136,7 @@ impl Store {
                  event TEXT NOT NULL);",
         )
         .map_err(err)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -136,5 +219,66 @@ impl Store {
                 .and_then(|(id, s)| serde_json::from_str(&s).map(|e| (id, e)).map_err(record))
         })
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_with_basis_point_weights_are_migrated_to_percent() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // a state database as the previous release wrote it
+            let conn = Connection::open(dir.path().join("switchyard.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE rollouts (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL,
+                     active INTEGER NOT NULL, state TEXT NOT NULL);
+                 CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL,
+                     model TEXT NOT NULL, event TEXT NOT NULL);",
+            )
+            .unwrap();
+            let state = serde_json::json!({
+                "id": 1, "model": "digits", "stable": 1, "candidate": 2,
+                "spec": {"candidate": 2, "strategy": "canary",
+                         "steps": [{"weight": 1000, "bake": "30s"}, {"weight": 10000}],
+                         "analysis": {"interval": "10s", "min_requests": 50, "max_error_rate_ratio": 1.1,
+                                      "max_error_rate_delta": 0.005, "max_p95_ratio": 1.2,
+                                      "min_feedback_delta": -0.1, "failure_limit": 2, "progress_deadline": "10m"},
+                         "skip_validation": false},
+                "phase": "progressing", "step": 0, "started_at": 1.0, "step_started_at": 1.0,
+                "inconclusive_since": null, "failures": 0, "last_analysis_at": null,
+                "last_analysis": null, "reason": null, "baseline": null, "ab_result": null
+            });
+            conn.execute(
+                "INSERT INTO rollouts (model, active, state) VALUES ('digits', 1, ?1)",
+                params![state.to_string()],
+            )
+            .unwrap();
+            let event = serde_json::json!({"at": 1.0, "phase": "progressing", "step": 0, "weight": 1000,
+                "decision": "started", "metrics": null, "actor": "admin"});
+            conn.execute(
+                "INSERT INTO events (rollout_id, model, event) VALUES (1, 'digits', ?1)",
+                params![event.to_string()],
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let active = store.active().unwrap();
+        assert_eq!(active.len(), 1);
+        match &active[0].spec.strategy {
+            crate::rollout::Strategy::Canary { steps } => {
+                assert_eq!(steps[0].weight.bp(), 1000);
+                assert_eq!(steps[1].weight.bp(), 10_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let events = store.events("digits").unwrap();
+        assert_eq!(events[0].1.weight.bp(), 1000);
+        // opening again changes nothing
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.events("digits").unwrap()[0].1.weight.bp(), 1000);
     }
 }

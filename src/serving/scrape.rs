@@ -68,7 +68,7 @@ fn weights(m: &crate::repository::ModelEntry) -> Vec<(u64, u32)> {
     match &m.policy {
         Some(p) => match &p.spec().candidate {
             Some(c) if c.version != p.stable() => {
-                let w = c.weight.min(FULL);
+                let w = c.weight.bp().min(FULL);
                 vec![(c.version, w), (p.stable(), FULL - w)]
             }
             _ => vec![(p.stable(), FULL)],

@@ -10,7 +10,7 @@ use super::state::{Action, Event, Phase, Rollout};
 pub enum Refused {
     #[error("only an aborted rollout can be retried")]
     RetryNotAborted,
-    #[error("the rollout is already {0:?}")]
+    #[error("the rollout is already {}", .0.name())]
     Final(Phase),
     #[error("only a progressing rollout can be paused")]
     PauseNotProgressing,

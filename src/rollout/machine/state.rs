@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::policy::{CandidateSpec, PolicySpec, ShadowSpec};
+use crate::policy::{CandidateSpec, PolicySpec, ShadowSpec, Weight};
 use crate::rollout::analysis::Verdict;
 use crate::rollout::spec::{RolloutSpec, Step, Strategy};
 use crate::rollout::statistics::TestResult;
@@ -71,7 +71,8 @@ pub struct Event {
     pub at: f64,
     pub phase: Phase,
     pub step: usize,
-    pub weight: u32,
+    /// The candidate's share after this event.
+    pub weight: Weight,
     pub decision: String,
     pub metrics: Value,
     /// "controller" or "admin".
@@ -124,7 +125,7 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Candidate at a weight.
-    Weight(u32),
+    Weight(Weight),
     /// Blue-green preview: 0% traffic, reachable by the `preview` label.
     Preview,
     /// Blue-green after the switch: all traffic on C, S kept warm.
@@ -132,7 +133,21 @@ pub enum Stage {
     /// Mirrored traffic only.
     Shadow,
     /// Fixed split.
-    Split(u32),
+    Split(Weight),
+}
+
+impl Stage {
+    /// How the stage reads in events: `10%`, `preview`, `switched`, `shadow`,
+    /// `split 50%`.
+    pub fn describe(self) -> String {
+        match self {
+            Stage::Weight(w) => w.to_string(),
+            Stage::Preview => "preview at 0%".into(),
+            Stage::Switched => "switched to 100%".into(),
+            Stage::Shadow => "shadow".into(),
+            Stage::Split(w) => format!("split {w}"),
+        }
+    }
 }
 
 impl Rollout {
@@ -182,15 +197,31 @@ impl Rollout {
         steps[self.step.min(steps.len() - 1)].0
     }
 
-    /// The candidate weight in force (basis points).
-    pub fn weight(&self) -> u32 {
+    /// How many steps the strategy has.
+    pub fn step_count(&self) -> usize {
+        self.steps().len()
+    }
+
+    /// Seconds left in the current step's bake at `now` (0 when baked),
+    /// while progressing or paused; `None` for a step without a bake.
+    pub fn bake_left(&self, now: f64) -> Option<f64> {
+        if !matches!(self.phase, Phase::Progressing | Phase::Paused) {
+            return None;
+        }
+        let steps = self.steps();
+        let bake = steps[self.step.min(steps.len() - 1)].1?;
+        Some((bake.as_secs_f64() - (now - self.step_started_at)).max(0.0))
+    }
+
+    /// The candidate's share of traffic in force.
+    pub fn weight(&self) -> Weight {
         match self.phase {
-            Phase::Validating | Phase::Aborted => 0,
-            Phase::Promoted => 10_000,
+            Phase::Validating | Phase::Aborted => Weight::ZERO,
+            Phase::Promoted => Weight::FULL,
             _ => match self.stage() {
                 Stage::Weight(w) | Stage::Split(w) => w,
-                Stage::Switched => 10_000,
-                Stage::Preview | Stage::Shadow => 0,
+                Stage::Switched => Weight::FULL,
+                Stage::Preview | Stage::Shadow => Weight::ZERO,
             },
         }
     }
@@ -268,13 +299,13 @@ impl Rollout {
     pub(super) fn advance(&mut self, now: f64) -> String {
         let steps = self.steps();
         let next = self.step + 1;
-        if next >= steps.len() || matches!(steps[next].0, Stage::Weight(10_000)) {
+        if next >= steps.len() || matches!(steps[next].0, Stage::Weight(Weight::FULL)) {
             self.phase = Phase::Promoted;
             self.reason = Some("all steps passed".into());
             return format!("promoted: version {} is stable", self.candidate);
         }
         self.enter_step(next, now);
-        format!("advanced to step {next} ({:?})", steps[next].0)
+        format!("advanced to step {next} ({})", steps[next].0.describe())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The state machine walked with a fake clock.
 
 use super::*;
+use crate::policy::Weight;
 use crate::rollout::analysis::Verdict;
 use crate::rollout::spec::{AnalysisSpec, RolloutSpec, Step, Strategy};
 use serde_json::Value;
@@ -12,7 +13,7 @@ fn canary(weights: &[u32], bake: u64) -> Rollout {
             steps: weights
                 .iter()
                 .map(|&w| Step {
-                    weight: w,
+                    weight: Weight::from_bp(w.into()).unwrap(),
                     bake: Some(std::time::Duration::from_secs(bake)),
                 })
                 .collect(),
@@ -46,12 +47,12 @@ fn validated(r: &Rollout) -> Rollout {
 #[test]
 fn a_good_canary_walks_its_steps_then_promotes() {
     let r = validated(&canary(&[1000, 5000, 10_000], 5));
-    assert_eq!((r.phase, r.weight()), (Phase::Progressing, 1000));
+    assert_eq!((r.phase, r.weight().bp()), (Phase::Progressing, 1000));
     // not baked yet: holds
     assert!(decide(&r, &pass(), 3.0).1.is_none());
     let (r, e) = decide(&r, &pass(), 5.0);
     let e = e.unwrap();
-    assert_eq!((r.step, r.weight()), (1, 5000));
+    assert_eq!((r.step, r.weight().bp()), (1, 5000));
     assert!(e.decision.contains("advanced"), "{}", e.decision);
     let (r, _) = decide(&r, &pass(), 10.0);
     assert_eq!(r.phase, Phase::Promoted, "the 100% step is the promotion");
@@ -73,7 +74,7 @@ fn failures_abort_after_the_limit() {
     let e = e.unwrap();
     assert_eq!(r.phase, Phase::Aborted);
     assert!(e.decision.contains("error rate"), "{}", e.decision);
-    assert_eq!(r.weight(), 0);
+    assert_eq!(r.weight().bp(), 0);
     assert!(r.policy().candidate.is_none());
 }
 
@@ -115,7 +116,7 @@ fn manual_actions() {
     assert_eq!(p.policy(), r.policy(), "pausing keeps the weights");
     let (p, _) = act(&p, Action::Resume, 2.0).unwrap();
     let (p, _) = act(&p, Action::Promote, 3.0).unwrap();
-    assert_eq!(p.weight(), 5000);
+    assert_eq!(p.weight().bp(), 5000);
     let (p, _) = act(&p, Action::Abort, 4.0).unwrap();
     assert_eq!(p.phase, Phase::Aborted);
     assert!(act(&p, Action::Pause, 5.0).is_err());
@@ -128,7 +129,7 @@ fn manual_actions() {
 #[test]
 fn validation_failure_stops_before_traffic() {
     let r = canary(&[1000], 0);
-    assert_eq!(r.weight(), 0);
+    assert_eq!(r.weight().bp(), 0);
     let obs = Observation {
         validation: Some(Err("accuracy 0.10 < 0.90".into())),
         ..Observation::default()

@@ -1,17 +1,16 @@
-//! A traffic *policy* says, per model, where requests without an explicit
-//! version go: a stable version, optionally a candidate with a weight in
-//! basis points, sticky per-user hashing, an allow-list, version pins, a
-//! shadow and labels.
-//!
-//! [`PolicySpec`] is the JSON the admin API reads and writes; [`Policy`] is a
-//! spec that passed validation against the loaded versions, with its lookups
-//! precomputed. Only a `Policy` can be installed, so an invalid plan never
-//! reaches the request path.
+//! A validated *policy*: a spec checked against the loaded versions, with
+//! its lookups precomputed (allow-list set, hash seed, shadow threshold),
+//! and the routing decision it makes for a request without an explicit
+//! version: pin → allow-list → sticky hash or random bucket → stable. Only a
+//! `Policy` can be installed, so an invalid plan never reaches the request
+//! path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3DefaultBuilder};
+
+use super::spec::{PinMode, PolicySpec, POLICY_LABELS};
+use super::weight::FULL_WEIGHT;
 
 /// Why a version was chosen for a request (`x-route`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +46,6 @@ impl Route {
 pub enum InvalidPolicy {
     #[error("{role} version {version} is not READY")]
     NotReady { role: String, version: u64 },
-    #[error("candidate weight {0} is above {FULL_WEIGHT} basis points")]
-    WeightTooHigh(u32),
     #[error("candidate version {0} is also the stable version")]
     CandidateIsStable(u64),
     #[error("allow_list needs a candidate")]
@@ -63,93 +60,9 @@ pub enum InvalidPolicy {
     NumericLabel(String),
 }
 
-/// Basis points: 10000 = 100%.
-pub const FULL_WEIGHT: u32 = 10_000;
-
 /// The fixed seed of the sticky hash. Changing it moves users between
 /// versions on upgrade, so it never changes.
 const HASH_SEED: u64 = 0x5377_6974_6368_7964; // "Switchyd"
-
-/// Which callers may pin a version with the `x-model-version` header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PinMode {
-    /// The header is ignored.
-    #[default]
-    Off,
-    /// Honoured for users in the allow-list.
-    AllowListed,
-    /// Honoured for everyone.
-    All,
-}
-
-/// A candidate version and its share of traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateSpec {
-    pub version: u64,
-    /// Basis points, 0..=10000.
-    pub weight: u32,
-}
-
-/// A shadow version and the share of requests mirrored to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShadowSpec {
-    pub version: u64,
-    /// 0.0..=1.0.
-    pub rate: f64,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// A traffic policy as the admin API reads and writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySpec {
-    pub stable: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<CandidateSpec>,
-    /// Hash the user key (true) or pick uniformly at random (false).
-    #[serde(default = "default_true")]
-    pub sticky: bool,
-    #[serde(default)]
-    pub salt: String,
-    #[serde(default)]
-    pub allow_list: Vec<String>,
-    #[serde(default)]
-    pub pins: PinMode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowSpec>,
-    /// Extra names for versions (besides `stable`, `candidate`, `preview`).
-    #[serde(default)]
-    pub labels: BTreeMap<String, u64>,
-    /// Blue-green preview: loaded and reachable by label, no traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<u64>,
-}
-
-impl PolicySpec {
-    /// All traffic on `version`.
-    pub fn pinned(version: u64) -> PolicySpec {
-        PolicySpec {
-            stable: version,
-            candidate: None,
-            sticky: true,
-            salt: String::new(),
-            allow_list: Vec::new(),
-            pins: PinMode::Off,
-            shadow: None,
-            labels: BTreeMap::new(),
-            preview: None,
-        }
-    }
-}
-
-/// Labels the policy maintains itself.
-pub const POLICY_LABELS: [&str; 3] = ["stable", "candidate", "preview"];
 
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,9 +94,6 @@ impl Policy {
         };
         need_ready("stable", spec.stable)?;
         if let Some(c) = &spec.candidate {
-            if c.weight > FULL_WEIGHT {
-                return Err(InvalidPolicy::WeightTooHigh(c.weight));
-            }
             if c.version == spec.stable {
                 return Err(InvalidPolicy::CandidateIsStable(c.version));
             }
@@ -215,7 +125,7 @@ impl Policy {
         if spec
             .candidate
             .as_ref()
-            .is_some_and(|c| c.weight == 0 && spec.allow_list.is_empty())
+            .is_some_and(|c| c.weight.is_zero() && spec.allow_list.is_empty())
             && spec.pins == PinMode::Off
         {
             spec.candidate = None;
@@ -260,7 +170,7 @@ impl Policy {
     pub fn routed(&self) -> Vec<u64> {
         let mut v = vec![self.spec.stable];
         if let Some(c) = &self.spec.candidate {
-            if c.weight > 0 || !self.allow.is_empty() || self.spec.pins != PinMode::Off {
+            if !c.weight.is_zero() || !self.allow.is_empty() || self.spec.pins != PinMode::Off {
                 v.push(c.version);
             }
         }
@@ -307,14 +217,14 @@ impl Policy {
                 return (c.version, Route::AllowList);
             }
         }
-        if c.weight == 0 {
+        if c.weight.is_zero() {
             return (self.spec.stable, Route::Stable);
         }
         let (bucket, route) = match user {
             Some(u) if self.spec.sticky => (bucket_with_seed(self.seed, u), Route::Sticky),
             _ => (random_bucket() % FULL_WEIGHT, Route::Weighted),
         };
-        if bucket < c.weight {
+        if bucket < c.weight.bp() {
             (c.version, route)
         } else {
             (self.spec.stable, Route::Stable)
@@ -347,14 +257,24 @@ fn bucket_with_seed(seed: u64, user: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::spec::{CandidateSpec, ShadowSpec};
+    use crate::policy::weight::Weight;
+    use std::collections::BTreeMap;
 
     fn ready(_: u64) -> bool {
         true
     }
 
+    fn w(bp: u32) -> Weight {
+        Weight::from_bp(bp.into()).unwrap()
+    }
+
     fn canary(weight: u32, salt: &str) -> Policy {
         let mut spec = PolicySpec::pinned(1);
-        spec.candidate = Some(CandidateSpec { version: 2, weight });
+        spec.candidate = Some(CandidateSpec {
+            version: 2,
+            weight: w(weight),
+        });
         spec.salt = salt.into();
         Policy::new(spec, ready).unwrap()
     }
@@ -369,7 +289,7 @@ mod tests {
         let mut spec = PolicySpec::pinned(1);
         spec.candidate = Some(CandidateSpec {
             version: 2,
-            weight: 0,
+            weight: w(0),
         });
         spec.allow_list = vec!["alice".into()];
         spec.pins = PinMode::AllowListed;
@@ -401,7 +321,7 @@ mod tests {
         let mut spec = PolicySpec::pinned(1);
         spec.candidate = Some(CandidateSpec {
             version: 2,
-            weight: 5000,
+            weight: w(5000),
         });
         spec.sticky = false;
         let p = Policy::new(spec, ready).unwrap();
@@ -477,17 +397,12 @@ mod tests {
     fn invalid_policies_are_rejected() {
         let only = |ok: &'static [u64]| move |v: u64| ok.contains(&v);
         let mut spec = PolicySpec::pinned(1);
+        // a weight above 100% cannot even be written
+        let over = serde_json::json!({"stable": 1, "candidate": {"version": 2, "weight": "100.01%"}});
+        assert!(serde_json::from_value::<PolicySpec>(over).is_err());
         spec.candidate = Some(CandidateSpec {
             version: 2,
-            weight: 10_001,
-        });
-        assert!(Policy::new(spec.clone(), ready)
-            .unwrap_err()
-            .to_string()
-            .contains("10001"));
-        spec.candidate = Some(CandidateSpec {
-            version: 2,
-            weight: 100,
+            weight: w(100),
         });
         assert!(Policy::new(spec.clone(), only(&[1]))
             .unwrap_err()
@@ -495,7 +410,7 @@ mod tests {
             .contains("candidate version 2"));
         spec.candidate = Some(CandidateSpec {
             version: 1,
-            weight: 100,
+            weight: w(100),
         });
         assert!(Policy::new(spec.clone(), ready).is_err());
         let mut spec = PolicySpec::pinned(1);
