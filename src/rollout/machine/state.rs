@@ -305,7 +305,12 @@ impl Rollout {
             return format!("promoted: version {} is stable", self.candidate);
         }
         self.enter_step(next, now);
-        format!("advanced to step {next} ({})", steps[next].0.describe())
+        format!(
+            "advanced to step {} of {} ({})",
+            next + 1,
+            steps.len(),
+            steps[next].0.describe()
+        )
     }
 }
 
