@@ -209,8 +209,13 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
-        if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() || self.body_read_timeout.is_zero() {
-            return Err("--header-read-timeout, --idle-timeout and --body-read-timeout must be positive".into());
+        if self.header_read_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.body_read_timeout.is_zero()
+        {
+            return Err(
+                "--header-read-timeout, --idle-timeout and --body-read-timeout must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -359,7 +364,9 @@ mod tests {
         for bad in ["1..0", "0..inf", "x..1", "0-1", "NaN..1"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
-        assert!(parse_net("10.0.0.0/8").unwrap().contains(&"10.2.3.4".parse::<std::net::IpAddr>().unwrap()));
+        assert!(parse_net("10.0.0.0/8")
+            .unwrap()
+            .contains(&"10.2.3.4".parse::<std::net::IpAddr>().unwrap()));
         assert_eq!(parse_net("127.0.0.1").unwrap().prefix_len(), 32);
         assert!(parse_net("::1").is_ok());
         assert!(parse_net("proxy.local").is_err());

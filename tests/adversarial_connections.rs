@@ -23,7 +23,11 @@ fn bounded(c: &mut switchyard::Config) {
 
 /// A client that announces a body and sends one byte a second, and opens
 /// a new connection whenever the server closes its own.
-fn dribbler(addr: String, stop: Arc<AtomicBool>, reconnects: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+fn dribbler(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    reconnects: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let Ok(mut tcp) = TcpStream::connect(&addr).await else {
@@ -90,13 +94,19 @@ async fn case2_slow_clients_do_not_keep_good_requests_out() {
         t.await.unwrap();
     }
     assert!(statuses.len() >= 20, "{statuses:?}");
-    assert!(statuses.iter().all(|&st| st == 200), "good requests: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&st| st == 200),
+        "good requests: {statuses:?}"
+    );
     // the slow connections were evicted (and timed out) over and over
     let evicted = s
         .metric("switchyard_connections_closed_total{listener=\"data\",reason=\"evicted\"}")
         .await;
     assert!(evicted > 0.0, "no connection was evicted");
-    assert!(reconnects.load(Ordering::Relaxed) >= SLOW, "slow connections were closed");
+    assert!(
+        reconnects.load(Ordering::Relaxed) >= SLOW,
+        "slow connections were closed"
+    );
     s.stop().await;
 }
 
@@ -117,9 +127,22 @@ async fn case2_a_stalled_body_is_cut_off_with_408() {
         .expect("an answer before the connection closes");
     assert_eq!(answer.status, 408, "{answer:?}");
     assert!(answer.head.contains("application/json"), "{answer:?}");
-    assert!(answer.json()["error"].as_str().unwrap().contains("did not arrive"), "{answer:?}");
-    assert!(sent.elapsed() < Duration::from_secs(6), "cut after {:?}", sent.elapsed());
-    assert!(closed_within(&mut tcp, Duration::from_secs(2)).await, "the connection closes");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not arrive"),
+        "{answer:?}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "cut after {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(2)).await,
+        "the connection closes"
+    );
     s.stop().await;
 }
 
@@ -136,10 +159,19 @@ async fn case2_slow_heads_are_closed_after_the_header_timeout() {
         .unwrap();
     let mut silent = TcpStream::connect(host_port(&s.base)).await.unwrap();
     let opened = Instant::now();
-    assert!(closed_within(&mut partial, Duration::from_secs(6)).await, "a partial head stays open");
-    assert!(closed_within(&mut silent, Duration::from_secs(2)).await, "a silent connection stays open");
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(6)).await,
+        "a partial head stays open"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(2)).await,
+        "a silent connection stays open"
+    );
     let after = opened.elapsed();
-    assert!(after >= Duration::from_millis(1900), "closed before the timeout: {after:?}");
+    assert!(
+        after >= Duration::from_millis(1900),
+        "closed before the timeout: {after:?}"
+    );
     let closed = s
         .metric("switchyard_connections_closed_total{listener=\"data\",reason=\"header_timeout\"}")
         .await;
@@ -154,16 +186,29 @@ async fn case2_idle_keep_alive_connections_are_closed() {
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start_with(repo.path(), bounded).await;
     let mut tcp = TcpStream::connect(host_port(&s.base)).await.unwrap();
-    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let answer = read_answer(&mut tcp, Duration::from_secs(5)).await.unwrap();
     assert_eq!(answer.status, 200);
     let idle_since = Instant::now();
     // still open well past the header timeout: idle is not a slow head
     assert!(!closed_within(&mut tcp, Duration::from_millis(2500)).await);
-    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    assert_eq!(read_answer(&mut tcp, Duration::from_secs(5)).await.unwrap().status, 200);
+    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut tcp, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let idle_since_again = Instant::now();
-    assert!(closed_within(&mut tcp, Duration::from_secs(6)).await, "an idle connection stays open");
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(6)).await,
+        "an idle connection stays open"
+    );
     let idle = idle_since_again.elapsed();
     assert!(idle >= Duration::from_millis(2900), "closed after {idle:?}");
     assert!(idle_since.elapsed() > Duration::from_secs(5));

@@ -33,7 +33,10 @@ async fn post_with(s: &TestServer, path: &str, body: &Value, token: Option<&str>
         .unwrap_or_default();
     let text = resp.text().await.unwrap();
     if status >= 400 {
-        assert!(ct.starts_with("application/json"), "{path}: {status} {ct}: {text}");
+        assert!(
+            ct.starts_with("application/json"),
+            "{path}: {status} {ct}: {text}"
+        );
     }
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
@@ -47,13 +50,19 @@ async fn case1_the_repository_api_is_off_on_the_data_port_by_default() {
     for path in ["/v2/repository/models/digits/unload", "/v2/repository/index"] {
         let (st, body) = post_with(&s, path, &json!({}), None).await;
         assert_eq!(st, 404, "{path}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("--repository-api"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("--repository-api"),
+            "{body}"
+        );
     }
     let (st, body) = s.post("/v2/models/digits/infer", &digits_request(&row())).await;
     assert_eq!(st, 200, "digits still serves: {body}");
     assert_eq!(s.get("/ready").await.0, 200);
     let (_, meta) = s.get("/v2").await;
-    assert!(!meta["extensions"].as_array().unwrap().contains(&json!("model_repository")));
+    assert!(!meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("model_repository")));
     s.stop().await;
 }
 
@@ -77,7 +86,10 @@ async fn case1_when_on_the_repository_api_needs_the_admin_token() {
         let (st, body) = post_with(&s, "/v2/repository/models/digits/unload", &json!({}), token).await;
         assert_eq!(st, 401, "{token:?}: {body}");
     }
-    assert_eq!(s.post("/v2/models/digits/infer", &digits_request(&row())).await.0, 200);
+    assert_eq!(
+        s.post("/v2/models/digits/infer", &digits_request(&row())).await.0,
+        200
+    );
     let (st, body) = post_with(&s, "/v2/repository/index", &json!({}), Some("s3cret")).await;
     assert_eq!(st, 200, "{body}");
     s.stop().await;
@@ -108,10 +120,15 @@ async fn case1_a_model_with_a_policy_or_a_rollout_is_not_unloaded() {
     assert_eq!(st, 200, "{body}");
     let (st, body) = post_with(&s, "/v2/repository/models/digits/unload", &json!({}), None).await;
     assert_eq!(st, 409, "{body}");
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "progressing", "{r}");
     let (_, policy) = s.admin(Method::GET, "/admin/v1/models/digits/policy", None).await;
-    assert_eq!(policy["policy"]["candidate"]["weight"], 1000, "the rollout's weights hold: {policy}");
+    assert_eq!(
+        policy["policy"]["candidate"]["weight"], 1000,
+        "the rollout's weights hold: {policy}"
+    );
     s.stop().await;
 }
 
@@ -150,7 +167,10 @@ async fn case7_models_load_only_from_inside_the_repository() {
         // what follows the echoed name is the same for every name
         answers.push(msg.rsplit_once("' is not").unwrap().1.to_string());
     }
-    assert!(answers.windows(2).all(|w| w[0] == w[1]), "existing and missing outside paths answer alike: {answers:?}");
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "existing and missing outside paths answer alike: {answers:?}"
+    );
     // the link resolves outside: refused, and nothing serves from it
     let (st, body) = s
         .admin(Method::POST, "/admin/v1/models/linked/versions/1/load", None)
@@ -160,7 +180,11 @@ async fn case7_models_load_only_from_inside_the_repository() {
     let (st, body) = post_with(&s, "/v2/repository/models/linked/load", &json!({}), None).await;
     assert!(st == 400 || st == 404, "{st} {body}");
     for model in ["linked", "evil"] {
-        assert_eq!(s.get(&format!("/v2/models/{model}")).await.0, 404, "{model} is not served");
+        assert_eq!(
+            s.get(&format!("/v2/models/{model}")).await.0,
+            404,
+            "{model} is not served"
+        );
     }
     assert!(s.snapshot().models.keys().all(|m| m == "digits"));
     s.stop().await;
@@ -182,17 +206,33 @@ async fn case6_feedback_is_attributable_once_and_in_range() {
     let feedback = "/v2/models/digits/feedback";
     let one = json!({"request_id": "req-1", "value": 1});
     // no credential, a wrong one: 401, for ids and users alike
-    for (token, fb) in [(None, &one), (Some("guess"), &one), (None, &json!({"user_id": "u1", "value": 1}))] {
+    for (token, fb) in [
+        (None, &one),
+        (Some("guess"), &one),
+        (None, &json!({"user_id": "u1", "value": 1})),
+    ] {
         let (st, b) = post_with(&s, feedback, fb, token).await;
         assert_eq!(st, 401, "{b}");
         assert!(b.get("version").is_none(), "nothing about routing leaks: {b}");
     }
     // out of range or not finite: refused, and the id is still unused
     for value in [json!(-1e300), json!(2.0), json!(-0.5)] {
-        let (st, b) = post_with(&s, feedback, &json!({"request_id": "req-1", "value": value}), Some("fb-s3cret")).await;
+        let (st, b) = post_with(
+            &s,
+            feedback,
+            &json!({"request_id": "req-1", "value": value}),
+            Some("fb-s3cret"),
+        )
+        .await;
         assert_eq!(st, 422, "{value}: {b}");
     }
-    let (st, b) = post_with(&s, feedback, &json!({"request_id": "req-1", "value": "1e999"}), Some("fb-s3cret")).await;
+    let (st, b) = post_with(
+        &s,
+        feedback,
+        &json!({"request_id": "req-1", "value": "1e999"}),
+        Some("fb-s3cret"),
+    )
+    .await;
     assert_eq!(st, 400, "{b}");
     // the feedback token and the admin token both work, once per answer
     let (st, b) = post_with(&s, feedback, &one, Some("fb-s3cret")).await;
@@ -203,7 +243,13 @@ async fn case6_feedback_is_attributable_once_and_in_range() {
         assert_eq!(st, 409, "{b}");
     }
     // an id this server never answered
-    let (st, b) = post_with(&s, feedback, &json!({"request_id": "made-up", "value": 1}), Some("admin-s3cret")).await;
+    let (st, b) = post_with(
+        &s,
+        feedback,
+        &json!({"request_id": "made-up", "value": 1}),
+        Some("admin-s3cret"),
+    )
+    .await;
     assert_eq!(st, 404, "{b}");
     // the window holds exactly the one accepted value
     let summary = s.snapshot().models["digits"].versions[&1]
@@ -214,9 +260,16 @@ async fn case6_feedback_is_attributable_once_and_in_range() {
         .summary(std::time::UNIX_EPOCH);
     assert_eq!(summary.feedback_count, 1, "{summary:?}");
     assert_eq!(summary.feedback_mean, 1.0);
-    for (reason, at_least) in [("unauthorized", 3.0), ("out_of_range", 3.0), ("duplicate", 2.0), ("unknown_id", 1.0)] {
+    for (reason, at_least) in [
+        ("unauthorized", 3.0),
+        ("out_of_range", 3.0),
+        ("duplicate", 2.0),
+        ("unknown_id", 1.0),
+    ] {
         let n = s
-            .metric(&format!("switchyard_feedback_rejected_total{{reason=\"{reason}\"}}"))
+            .metric(&format!(
+                "switchyard_feedback_rejected_total{{reason=\"{reason}\"}}"
+            ))
             .await;
         assert!(n >= at_least, "{reason}: {n}");
     }
@@ -240,7 +293,11 @@ async fn case8_renaming_yourself_does_not_buy_a_new_rate_budget() {
             .unwrap();
         statuses.push(resp.status().as_u16());
     }
-    assert_eq!(statuses.iter().filter(|&&st| st == 200).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|&&st| st == 200).count(),
+        5,
+        "{statuses:?}"
+    );
     assert!(statuses[5..].iter().all(|&st| st == 429), "{statuses:?}");
     // V2 parameters.user_id is no way around it either
     let mut body = digits_request(&row());

@@ -15,7 +15,10 @@ async fn both_listeners(s: &TestServer, request: &[u8], status: u16, needle: &st
     for base in [&s.base, &s.admin] {
         let answer = exchange(base, request).await;
         assert_eq!(answer.status, status, "{base}: {answer:?}");
-        assert!(answer.head.contains("content-type: application/json"), "{answer:?}");
+        assert!(
+            answer.head.contains("content-type: application/json"),
+            "{answer:?}"
+        );
         let error = answer.json()["error"].as_str().unwrap().to_string();
         assert!(error.contains(needle), "{error:?} does not mention {needle:?}");
     }
@@ -27,9 +30,16 @@ async fn case10_errors_before_handlers_are_json() {
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start(repo.path()).await;
     // invalid UTF-8 in a path segment (axum's path rejection)
-    let answer = exchange(&s.base, b"GET /v2/models/%FF%FE/ready HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let answer = exchange(
+        &s.base,
+        b"GET /v2/models/%FF%FE/ready HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     assert_eq!(answer.status, 400, "{answer:?}");
-    assert!(answer.json()["error"].as_str().unwrap().contains("UTF-8"), "{answer:?}");
+    assert!(
+        answer.json()["error"].as_str().unwrap().contains("UTF-8"),
+        "{answer:?}"
+    );
     let answer = exchange(&s.admin, b"GET /admin/v1/models/%FF HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(answer.status, 400, "{answer:?}");
     assert!(answer.json()["error"].is_string());
@@ -59,18 +69,27 @@ async fn case10_fp32_values_beyond_the_range_are_refused() {
     let s = TestServer::start(repo.path()).await;
     let mut row: Vec<Value> = digits_samples()[0].0.iter().map(|v| json!(v)).collect();
     row[3] = serde_json::from_str("1e39").unwrap();
-    let v2 = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [row.clone()]}]});
+    let v2 =
+        json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [row.clone()]}]});
     let (st, body) = s.post("/v2/models/digits/infer", &v2).await;
     assert_eq!(st, 400, "{body}");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains("'input'") && error.contains("1e39") && error.contains("FP32"), "{error}");
-    let (st, body) = s.post("/v1/models/digits:predict", &json!({"instances": [row]})).await;
+    assert!(
+        error.contains("'input'") && error.contains("1e39") && error.contains("FP32"),
+        "{error}"
+    );
+    let (st, body) = s
+        .post("/v1/models/digits:predict", &json!({"instances": [row]}))
+        .await;
     assert_eq!(st, 400, "{body}");
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("'input'") && error.contains("range"), "{error}");
     // the named infinities of V1 still mean infinity
     let (st, body) = s
-        .post_raw("/v1/models/digits:predict", format!("{{\"instances\": [[Infinity{}]]}}", ", 0".repeat(63)))
+        .post_raw(
+            "/v1/models/digits:predict",
+            format!("{{\"instances\": [[Infinity{}]]}}", ", 0".repeat(63)),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
     s.stop().await;
@@ -93,7 +112,10 @@ async fn nonfinite_answers_to_finite_inputs_are_counted_and_refusable() {
     asked["parameters"] = json!({"reject_nonfinite": true});
     let (st, answer) = s.post("/v2/models/digits/infer", &asked).await;
     assert_eq!(st, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("non-finite"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("non-finite"),
+        "{answer}"
+    );
     let resp = s
         .client
         .post(s.url("/v1/models/digits:predict"))
@@ -106,7 +128,10 @@ async fn nonfinite_answers_to_finite_inputs_are_counted_and_refusable() {
     assert_eq!(s.metric(series).await, 3.0);
     // NaN in, NaN out is no surprise and not counted
     let (st, _) = s
-        .post_raw("/v1/models/digits:predict", format!("{{\"instances\": [[NaN{}]]}}", ", 0".repeat(63)))
+        .post_raw(
+            "/v1/models/digits:predict",
+            format!("{{\"instances\": [[NaN{}]]}}", ", 0".repeat(63)),
+        )
         .await;
     assert_eq!(st, 200);
     assert_eq!(s.metric(series).await, 3.0);

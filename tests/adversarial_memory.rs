@@ -31,16 +31,26 @@ async fn case5_client_strings_are_capped() {
             let resp = req.send().await.unwrap();
             let st = resp.status().as_u16();
             let echoed = resp.headers().get("x-request-id").map(|v| v.len());
-            (st, echoed, resp.json::<serde_json::Value>().await.unwrap_or_default())
+            (
+                st,
+                echoed,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
         }
     };
     let (st, echoed, answer) = send(vec![("x-request-id", long.clone())], body.clone()).await;
     assert_eq!(st, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("x-request-id"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("x-request-id"),
+        "{answer}"
+    );
     assert!(echoed.is_none_or(|n| n <= MAX_CLIENT_STRING), "not echoed back");
     let (st, _, answer) = send(vec![("x-user-id", long.clone())], body.clone()).await;
     assert_eq!(st, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("x-user-id"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("x-user-id"),
+        "{answer}"
+    );
     let mut with_id = body.clone();
     with_id["id"] = json!(long);
     let (st, _, answer) = send(vec![], with_id).await;
@@ -54,7 +64,11 @@ async fn case5_client_strings_are_capped() {
     // at the cap: served and remembered
     let mut ok = body.clone();
     ok["id"] = json!(at_cap);
-    let (st, _, answer) = send(vec![("x-request-id", at_cap.clone()), ("x-user-id", at_cap.clone())], ok).await;
+    let (st, _, answer) = send(
+        vec![("x-request-id", at_cap.clone()), ("x-user-id", at_cap.clone())],
+        ok,
+    )
+    .await;
     assert_eq!(st, 200, "{answer}");
     assert_eq!(answer["id"], json!(at_cap));
     // megabyte ids (the attack held 4 MiB each, kept) are refused; the
@@ -68,7 +82,11 @@ async fn case5_client_strings_are_capped() {
         assert_eq!(st, 400);
     }
     let (_, after) = state.recent.size();
-    assert!(after - before < 4096, "recent ids grew by {} bytes", after - before);
+    assert!(
+        after - before < 4096,
+        "recent ids grew by {} bytes",
+        after - before
+    );
     assert!(after <= switchyard::serving::recent::REMEMBERED_BYTES);
     s.stop().await;
 }
@@ -86,30 +104,44 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// The release-like server binary on `repo`, its data address and process.
-async fn spawn_server(repo: &std::path::Path, extra: &[&str]) -> (Child, String) {
+/// The server binary on `repo` (not started yet) and its data address.
+fn server_command(repo: &std::path::Path) -> (Command, String) {
     let (port, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
         .args(["serve", "--model-repository"])
         .arg(repo)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(["--drain-secs", "0", "--log-format", "json"])
-        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the switchyard binary starts");
-    let base = format!("http://127.0.0.1:{port}");
+        .stderr(Stdio::inherit());
+    (command, format!("http://127.0.0.1:{port}"))
+}
+
+/// A server process, killed and reaped when dropped (also when a test
+/// fails half-way).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the server at `base` is ready.
+async fn wait_ready(child: &mut Child, base: &str) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.get(format!("{base}/ready")).send().await {
             if r.status() == 200 {
-                return (child, base);
+                return;
             }
         }
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
         assert!(Instant::now() < deadline, "server not ready in 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -163,16 +195,20 @@ async fn parallel(base: &str, path: &str, body: &str, n: usize) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case9_v1_bodies_cost_at_most_about_three_times_their_size() {
     let repo = TestRepo::bundled(&["digits"]);
-    let (mut child, base) = spawn_server(repo.path(), &[]).await;
+    let (mut command, base) = server_command(repo.path());
+    let mut server = Reaped(command.spawn().expect("the switchyard binary starts"));
+    wait_ready(&mut server.0, &base).await;
     let body = v1_body(7 << 20);
     // one small request first: every lazy allocation is made before measuring
     let warm = v1_body(64 << 10);
-    assert_eq!(parallel(&base, "/v1/models/digits:predict", &warm, 2).await, vec![200, 200]);
-    let (_, rss_before) = memory_kib(child.id());
+    assert_eq!(
+        parallel(&base, "/v1/models/digits:predict", &warm, 2).await,
+        vec![200, 200]
+    );
+    let (_, rss_before) = memory_kib(server.0.id());
     let statuses = parallel(&base, "/v1/models/digits:predict", &body, 8).await;
-    let (peak, rss_after) = memory_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let (peak, rss_after) = memory_kib(server.0.id());
+    drop(server);
     assert_eq!(statuses, vec![200; 8]);
     let bodies_kib = 8 * body.len() as u64 / 1024;
     let grew = peak.saturating_sub(rss_before);
@@ -181,7 +217,10 @@ async fn case9_v1_bodies_cost_at_most_about_three_times_their_size() {
         body.len() / 1024,
         grew as f64 / bodies_kib as f64
     );
-    assert!(grew <= 3 * bodies_kib + (16 << 10), "peak grew {grew} KiB for {bodies_kib} KiB of bodies");
+    assert!(
+        grew <= 3 * bodies_kib + (16 << 10),
+        "peak grew {grew} KiB for {bodies_kib} KiB of bodies"
+    );
 }
 
 /// Case 9: beyond the body budget, requests are shed with 503 and
@@ -193,13 +232,21 @@ async fn case9_bodies_in_flight_fit_the_budget() {
     let body = v1_body(7 << 20);
     let statuses = parallel(&s.base, "/v1/models/digits:predict", &body, 6).await;
     assert!(statuses.iter().all(|&st| st == 200 || st == 503), "{statuses:?}");
-    assert!(statuses.contains(&503), "six 7 MiB bodies do not fit 16 MiB: {statuses:?}");
+    assert!(
+        statuses.contains(&503),
+        "six 7 MiB bodies do not fit 16 MiB: {statuses:?}"
+    );
     assert!(statuses.contains(&200), "{statuses:?}");
-    let shed = s.metric("switchyard_load_shed_total{reason=\"body_bytes\"}").await;
+    let shed = s
+        .metric("switchyard_load_shed_total{reason=\"body_bytes\"}")
+        .await;
     assert!(shed >= 1.0, "{shed}");
     // the budget is given back: one at a time, all are served
     for _ in 0..2 {
-        assert_eq!(parallel(&s.base, "/v1/models/digits:predict", &body, 1).await, vec![200]);
+        assert_eq!(
+            parallel(&s.base, "/v1/models/digits:predict", &body, 1).await,
+            vec![200]
+        );
     }
     assert_eq!(s.state().body_budget.in_use(), 0);
     s.stop().await;

@@ -63,14 +63,23 @@ async fn case3_a_client_deadline_never_counts_against_the_version() {
     for _ in 0..6 {
         let (st, body) = infer_with(&s, path, &big, &[("x-request-timeout-ms", "1")]).await;
         assert_eq!(st, 504, "{body}");
-        assert!(body["error"].as_str().unwrap().contains("the request allowed"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("the request allowed"),
+            "{body}"
+        );
     }
     let state = s.state();
     assert_eq!(state.guard.breakers.state("digits", 2), CircuitState::Closed);
-    assert_eq!(window_errors(&s, "digits", 2), (0, 0), "nothing reached version 2's window");
+    assert_eq!(
+        window_errors(&s, "digits", 2),
+        (0, 0),
+        "nothing reached version 2's window"
+    );
     // several analysis ticks later the canary still progresses
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "progressing", "{r}");
     let text = s.metrics().await;
     assert!(
@@ -130,7 +139,10 @@ async fn a_full_queue_is_not_a_failure_of_the_version() {
     assert!(statuses.iter().all(|&st| st == 200 || st == 503), "{statuses:?}");
     let served = statuses.iter().filter(|&&st| st == 200).count() as u64;
     assert_eq!(window_errors(&s, "mlp_wide", 1), (served, 0));
-    assert_eq!(s.state().guard.breakers.state("mlp_wide", 1), CircuitState::Closed);
+    assert_eq!(
+        s.state().guard.breakers.state("mlp_wide", 1),
+        CircuitState::Closed
+    );
     s.stop().await;
 }
 
@@ -168,7 +180,10 @@ async fn case4_an_open_breaker_closes_without_user_traffic() {
     assert_eq!(s.metric(series).await, 1.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.metric(series).await != 0.0 {
-        assert!(Instant::now() < deadline, "the breaker stayed open without traffic");
+        assert!(
+            Instant::now() < deadline,
+            "the breaker stayed open without traffic"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!s.state().breaker_open("digits", 3));
@@ -196,7 +211,9 @@ async fn case4_a_rollout_and_a_retry_start_with_a_closed_breaker() {
     assert_eq!(start.0, 200, "{}", start.1);
     assert_eq!(s.state().guard.breakers.state("digits", 3), CircuitState::Closed);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "progressing", "{r}");
     // abort, open the breaker again, retry: closed again
     let (st, _) = s
@@ -218,10 +235,18 @@ async fn case4_a_rollout_and_a_retry_start_with_a_closed_breaker() {
 async fn a_rollout_starts_with_fresh_shadow_counters() {
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start(repo.path()).await;
-    s.set_policy("digits", json!({"stable": 1, "shadow": {"version": 2, "rate": 1.0}}))
-        .await;
+    s.set_policy(
+        "digits",
+        json!({"stable": 1, "shadow": {"version": 2, "rate": 1.0}}),
+    )
+    .await;
     for _ in 0..10 {
-        assert_eq!(s.post("/v2/models/digits/infer", &digits_request(&rows(1))).await.0, 200);
+        assert_eq!(
+            s.post("/v2/models/digits/infer", &digits_request(&rows(1)))
+                .await
+                .0,
+            200
+        );
     }
     let compared = |v: &Value| {
         v["pairs"]
@@ -237,7 +262,10 @@ async fn a_rollout_starts_with_fresh_shadow_counters() {
         if compared(&v) == 10 {
             break;
         }
-        assert!(Instant::now() < deadline, "mirrored copies were not compared: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "mirrored copies were not compared: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.set_policy("digits", json!({"stable": 1})).await;

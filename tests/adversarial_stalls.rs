@@ -34,13 +34,22 @@ async fn rollout_then_stop(repo: &TestRepo) {
 async fn a_restored_rollout_loads_the_versions_it_needs() {
     let repo = TestRepo::bundled(&["digits"]);
     rollout_then_stop(&repo).await;
-    repo.config("digits", "[versions]\npolicy = \"specific\"\nspecific = [1]\n\n[labels]\nstable = 1\n");
+    repo.config(
+        "digits",
+        "[versions]\npolicy = \"specific\"\nspecific = [1]\n\n[labels]\nstable = 1\n",
+    );
     let s = TestServer::start(repo.path()).await;
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "progressing", "{r}");
     let (_, policy) = s.admin(Method::GET, "/admin/v1/models/digits/policy", None).await;
     assert_eq!(policy["source"], "admin", "{policy}");
-    assert_eq!(policy["policy"]["candidate"], json!({"version": 2, "weight": 2500}), "{policy}");
+    assert_eq!(
+        policy["policy"]["candidate"],
+        json!({"version": 2, "weight": 2500}),
+        "{policy}"
+    );
     assert_eq!(s.get("/ready").await.0, 200);
     s.stop().await;
 }
@@ -53,12 +62,25 @@ async fn a_restored_rollout_that_cannot_apply_aborts_with_the_reason() {
     rollout_then_stop(&repo).await;
     std::fs::remove_dir_all(repo.path().join("digits/2")).unwrap();
     let s = TestServer::start(repo.path()).await;
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "aborted", "{r}");
     let (_, events) = s.admin(Method::GET, "/admin/v1/models/digits/events", None).await;
     let last = events["events"].as_array().unwrap().last().unwrap().clone();
-    assert!(last["decision"].as_str().unwrap().contains("could not be restored"), "{last}");
-    let (st, body) = s.post("/v2/models/digits/infer", &digits_request(&[digits_samples()[0].0.clone()])).await;
+    assert!(
+        last["decision"]
+            .as_str()
+            .unwrap()
+            .contains("could not be restored"),
+        "{last}"
+    );
+    let (st, body) = s
+        .post(
+            "/v2/models/digits/infer",
+            &digits_request(&[digits_samples()[0].0.clone()]),
+        )
+        .await;
     assert_eq!(st, 200, "version 1 serves: {body}");
     assert_eq!(s.get("/ready").await.0, 200);
     s.stop().await;
@@ -72,11 +94,16 @@ async fn polling_keeps_what_an_admin_load_or_a_rollout_holds() {
     repo.config("digits", "[versions]\npolicy = \"latest\"\nlatest = 1\n");
     repo.add_version("models/digits/1", "digits", 3);
     let s = TestServer::start_with(repo.path(), |c| c.repository_poll_secs = 1).await;
-    let loaded = |s: &TestServer| -> Vec<u64> { s.snapshot().models["digits"].versions.keys().copied().collect() };
+    let loaded =
+        |s: &TestServer| -> Vec<u64> { s.snapshot().models["digits"].versions.keys().copied().collect() };
     assert_eq!(loaded(&s), vec![3]);
     for v in [1, 2] {
         let (st, body) = s
-            .admin(Method::POST, &format!("/admin/v1/models/digits/versions/{v}/load"), None)
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/models/digits/versions/{v}/load"),
+                None,
+            )
             .await;
         assert_eq!(st, 200, "{body}");
     }
@@ -95,7 +122,11 @@ async fn polling_keeps_what_an_admin_load_or_a_rollout_holds() {
         polls += 1;
     }
     // an explicit unload releases the hold
-    s.set_policy("digits", json!({"stable": 3, "candidate": {"version": 1, "weight": 100}})).await;
+    s.set_policy(
+        "digits",
+        json!({"stable": 3, "candidate": {"version": 1, "weight": 100}}),
+    )
+    .await;
     let (st, body) = s
         .admin(Method::POST, "/admin/v1/models/digits/versions/2/unload", None)
         .await;
@@ -142,14 +173,26 @@ async fn a_panicked_worker_is_replaced_and_its_version_not_ready_meanwhile() {
             }
             opens.fetch_add(1, Ordering::SeqCst);
             let (inner, _) = OnnxBackend::open(&path, 1).map_err(|e| e.to_string())?;
-            Ok(Box::new(Tripwire { inner, armed: armed.clone() }) as Box<dyn Backend>)
+            Ok(Box::new(Tripwire {
+                inner,
+                armed: armed.clone(),
+            }) as Box<dyn Backend>)
         })
     };
     let (inner, signature) = OnnxBackend::open(&path, 1).unwrap();
-    let backend = Tripwire { inner, armed: armed.clone() };
+    let backend = Tripwire {
+        inner,
+        armed: armed.clone(),
+    };
     let config = s.snapshot().models["digits"].config.execution.clone();
-    let runtime = VersionRuntime::start_with_reopen("digits-1", signature, config, vec![Box::new(backend)], Some(reopen))
-        .unwrap();
+    let runtime = VersionRuntime::start_with_reopen(
+        "digits-1",
+        signature,
+        config,
+        vec![Box::new(backend)],
+        Some(reopen),
+    )
+    .unwrap();
     let runtime = Arc::new(runtime);
     s.state().repo.publish(|snap| {
         let m = Arc::make_mut(snap.models.get_mut("digits").unwrap());
@@ -160,7 +203,9 @@ async fn a_panicked_worker_is_replaced_and_its_version_not_ready_meanwhile() {
 
     let mut trip = digits_samples()[0].0.clone();
     trip[0] = 12345.0;
-    let (st, body) = s.post("/v2/models/digits/versions/1/infer", &digits_request(&[trip])).await;
+    let (st, body) = s
+        .post("/v2/models/digits/versions/1/infer", &digits_request(&[trip]))
+        .await;
     assert_eq!(st, 500, "{body}");
     assert!(!runtime.is_healthy());
     let (st, ready) = s.get("/ready").await;
@@ -168,7 +213,10 @@ async fn a_panicked_worker_is_replaced_and_its_version_not_ready_meanwhile() {
     assert!(ready["error"].as_str().unwrap().contains("worker"), "{ready}");
     assert_eq!(s.get("/v2/models/digits/versions/1/ready").await.0, 503);
     let text = s.metrics().await;
-    assert!(text.contains("switchyard_version_ready{model=\"digits\",version=\"1\"} 0"), "{text}");
+    assert!(
+        text.contains("switchyard_version_ready{model=\"digits\",version=\"1\"} 0"),
+        "{text}"
+    );
 
     armed.store(false, Ordering::SeqCst);
     {
@@ -184,6 +232,9 @@ async fn a_panicked_worker_is_replaced_and_its_version_not_ready_meanwhile() {
     assert_eq!(opens.load(Ordering::SeqCst), 1);
     let (st, body): (u16, Value) = s.post("/v2/models/digits/versions/1/infer", &good).await;
     assert_eq!(st, 200, "{body}");
-    assert!(s.metrics().await.contains("switchyard_worker_restarts_total{model=\"digits\",version=\"1\"} 1"));
+    assert!(s
+        .metrics()
+        .await
+        .contains("switchyard_worker_restarts_total{model=\"digits\",version=\"1\"} 1"));
     s.stop().await;
 }

@@ -36,7 +36,8 @@ fn data(n: usize) -> impl Strategy<Value = TensorData> {
             .prop_map(|v| TensorData::Fp16(v.into_iter().map(f16::from_f32).collect())),
         prop::collection::vec(prop::num::f32::NORMAL | prop::num::f32::ZERO, n).prop_map(TensorData::Fp32),
         prop::collection::vec(prop::num::f64::NORMAL | prop::num::f64::ZERO, n).prop_map(TensorData::Fp64),
-        prop::collection::vec(".{0,8}", n).prop_map(|v| TensorData::Bytes(v.into_iter().map(String::into_bytes).collect())),
+        prop::collection::vec(".{0,8}", n)
+            .prop_map(|v| TensorData::Bytes(v.into_iter().map(String::into_bytes).collect())),
     ]
 }
 
@@ -123,7 +124,10 @@ fn any_body_gets_an_answer_not_a_server_error() {
         let bodies = prop_oneof![
             prop::collection::vec(any::<u8>(), 0..256),
             "[\\[\\]{}0-9eE.,:+\\- \"a-zNI]{0,96}".prop_map(String::into_bytes),
-            ("(instances|inputs|signature_name|data|shape|name|datatype|parameters|id)", "[\\[\\]{}0-9.,:\" a-zA-Z]{0,64}")
+            (
+                "(instances|inputs|signature_name|data|shape|name|datatype|parameters|id)",
+                "[\\[\\]{}0-9.,:\" a-zA-Z]{0,64}"
+            )
                 .prop_map(|(k, v)| format!("{{\"{k}\": {v}}}").into_bytes()),
         ];
         let paths = prop::sample::select(vec![
@@ -140,11 +144,21 @@ fn any_body_gets_an_answer_not_a_server_error() {
             if let Some(n) = binary_header {
                 req = req.header("inference-header-content-length", n.to_string());
             }
-            let resp = req.send().await.unwrap_or_else(|e| panic!("{path} {body:?}: no answer: {e}"));
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path} {body:?}: no answer: {e}"));
             let status = resp.status().as_u16();
-            let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
             let text = resp.text().await.unwrap();
-            assert!(status == 200 || (400..500).contains(&status), "{path} {:?}: {status} {text}", String::from_utf8_lossy(&body));
+            assert!(
+                status == 200 || (400..500).contains(&status),
+                "{path} {:?}: {status} {text}",
+                String::from_utf8_lossy(&body)
+            );
             if status != 200 {
                 assert_eq!(ct.as_deref(), Some("application/json"), "{text}");
                 let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -71,7 +71,10 @@ impl ConnActivity {
     pub fn on_read(&self) {
         let now = self.now();
         self.last_read.store(now, Relaxed);
-        if self.in_service.load(Relaxed) == 0 && !self.http2.load(Relaxed) && self.head_since.load(Relaxed) == 0 {
+        if self.in_service.load(Relaxed) == 0
+            && !self.http2.load(Relaxed)
+            && self.head_since.load(Relaxed) == 0
+        {
             self.head_since.store(now, Relaxed);
         }
     }
@@ -113,7 +116,8 @@ impl ConnActivity {
     /// When the connection last made progress, if it may be evicted: no
     /// request of it is past its body.
     pub fn evictable(&self) -> Option<u64> {
-        (self.in_service.load(Relaxed) <= self.reading_body.load(Relaxed)).then(|| self.last_read.load(Relaxed))
+        (self.in_service.load(Relaxed) <= self.reading_body.load(Relaxed))
+            .then(|| self.last_read.load(Relaxed))
     }
 }
 
@@ -162,10 +166,18 @@ mod tests {
         assert_eq!(a.expired(long, long), None);
         assert!(a.evictable().is_some(), "nothing in service yet");
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(a.expired(short, long), Some(Expired::HeaderTimeout), "no head yet");
+        assert_eq!(
+            a.expired(short, long),
+            Some(Expired::HeaderTimeout),
+            "no head yet"
+        );
         let service = a.enter();
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(a.expired(short, short), None, "a request in service never expires");
+        assert_eq!(
+            a.expired(short, short),
+            None,
+            "a request in service never expires"
+        );
         let body = a.reading_body();
         assert!(a.evictable().is_some(), "still reading its body");
         drop(body);
@@ -188,6 +200,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let short = Duration::from_millis(10);
         assert_eq!(a.expired(short, Duration::from_secs(60)), None);
-        assert_eq!(a.expired(Duration::from_secs(60), short), Some(Expired::IdleTimeout));
+        assert_eq!(
+            a.expired(Duration::from_secs(60), short),
+            Some(Expired::IdleTimeout)
+        );
     }
 }

@@ -137,8 +137,8 @@ fn record(
                 return Err(refuse(
                     "unknown_id",
                     ApiError::NotFound(format!(
-                        "unknown request id '{id}' for model '{model}': this server did not answer it recently"
-                    )),
+                    "unknown request id '{id}' for model '{model}': this server did not answer it recently"
+                )),
                 ))
             }
             Claim::AlreadyTaken => {

@@ -24,7 +24,7 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::connection::ConnActivity;
 use super::error::{error_body, ApiError};
-use super::request::REQUEST_ID_HEADER;
+use super::request::{Served, REQUEST_ID_HEADER};
 use crate::serving::limits::{BodyPermit, TooLong, MAX_CLIENT_STRING};
 use crate::serving::AppState;
 use crate::telemetry::names;
@@ -32,15 +32,6 @@ use crate::telemetry::names;
 /// How long a body may arrive slower than `--body-min-rate` at its start
 /// (connection set-up, the client's first write).
 pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
-
-/// What a predict response carries for the request log (set by
-/// `request::route_headers`).
-#[derive(Debug, Clone)]
-pub struct Served {
-    pub model: String,
-    pub version: u64,
-    pub route: &'static str,
-}
 
 /// Generates a request id when the client sent none: 128 random bits in hex.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,7 +165,8 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         return Ok((Request::from_parts(parts, body), permit));
     }
     let limit = state.settings.body_limit;
-    let too_large = || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
     let shed = || {
         metrics::counter!(names::LOAD_SHED_TOTAL, "reason" => "body_bytes").increment(1);
         ApiError::Unavailable {
@@ -198,7 +190,10 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
             return Err(shed());
         }
     }
-    let _reading = parts.extensions.get::<Arc<ConnActivity>>().map(|a| a.reading_body());
+    let _reading = parts
+        .extensions
+        .get::<Arc<ConnActivity>>()
+        .map(|a| a.reading_body());
     let bodies = state.settings.bodies;
     let started = Instant::now();
     let hard = started + bodies.read_timeout;
@@ -212,7 +207,11 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         let frame = match tokio::time::timeout_at(hard.min(paced).into(), body.frame()).await {
             Err(_) => return Err(slow_body(&bodies, chunks.len, started.elapsed())),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
@@ -224,7 +223,10 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         }
         chunks.push(data);
     }
-    Ok((Request::from_parts(parts, Body::from(chunks.into_bytes())), permit))
+    Ok((
+        Request::from_parts(parts, Body::from(chunks.into_bytes())),
+        permit,
+    ))
 }
 
 /// The 408 of a body that did not arrive in time.

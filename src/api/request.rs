@@ -12,10 +12,18 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
 use super::error::ApiError;
-use super::middleware::Served;
 use crate::serving::limits::client_string;
 use crate::serving::AppState;
 use crate::traffic::{Caller, Target};
+
+/// What a predict response carries for the request log (set by
+/// [`route_headers`]).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub model: String,
+    pub version: u64,
+    pub route: &'static str,
+}
 
 /// The request header that may lower a model's deadline.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";

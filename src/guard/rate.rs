@@ -289,11 +289,17 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert!(limits.check("m", &none, RateKey::Address(a)).is_ok());
         assert!(limits.check("m", &none, RateKey::Address(b)).is_err(), "same /64");
-        assert!(limits.check("m", &none, RateKey::Address(c)).is_ok(), "another /64");
+        assert!(
+            limits.check("m", &none, RateKey::Address(c)).is_ok(),
+            "another /64"
+        );
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(limits.check("m", &none, RateKey::Address(mapped)).is_ok());
-        assert!(limits.check("m", &none, RateKey::Address(v4)).is_err(), "an IPv4-mapped address is that IPv4 address");
+        assert!(
+            limits.check("m", &none, RateKey::Address(v4)).is_err(),
+            "an IPv4-mapped address is that IPv4 address"
+        );
     }
 
     #[test]

@@ -177,7 +177,9 @@ impl Repository {
                     p.referenced()
                 )));
             }
-            Ok(s.models.remove(model).map(|m| m.versions.keys().copied().collect::<Vec<_>>()))
+            Ok(s.models
+                .remove(model)
+                .map(|m| m.versions.keys().copied().collect::<Vec<_>>()))
         })?;
         for v in removed.unwrap_or_default() {
             self.release(model, v);

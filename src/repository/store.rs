@@ -136,9 +136,10 @@ impl Repository {
     /// without leading zero, holding `model.onnx`), ascending; none for a
     /// name that is not a model directory inside the repository.
     pub fn versions_on_disk(&self, model: &str) -> Vec<u64> {
-        let Ok(dir) = self.model_dir(model).and_then(|d| {
-            std::fs::read_dir(d).map_err(|_| NameError::NoDirectory(model.to_string()))
-        }) else {
+        let Ok(dir) = self
+            .model_dir(model)
+            .and_then(|d| std::fs::read_dir(d).map_err(|_| NameError::NoDirectory(model.to_string())))
+        else {
             return Vec::new();
         };
         let mut versions: Vec<u64> = dir
@@ -204,7 +205,18 @@ mod tests {
             assert!(check_model_name(good).is_ok(), "{good}");
         }
         for bad in [
-            "", ".", "..", ".hidden", "a..b", "/tmp/evil", "../x", "a/b", "a\\b", "x y", "é", "a\0b",
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a..b",
+            "/tmp/evil",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x y",
+            "é",
+            "a\0b",
         ] {
             assert!(check_model_name(bad).is_err(), "{bad:?}");
         }

@@ -171,7 +171,10 @@ impl Controller {
 
     /// True when `model` has an active rollout.
     pub fn holds_any(&self, model: &str) -> bool {
-        self.current.lock().get(model).is_some_and(|r| !r.phase.is_final())
+        self.current
+            .lock()
+            .get(model)
+            .is_some_and(|r| !r.phase.is_final())
     }
 
     /// True when an active rollout of `model` needs `version` (its stable
@@ -372,7 +375,12 @@ impl Controller {
 
     /// What follows a stored change: the mirror, metrics, the log, the
     /// policy when it changed, blue-green's retirement of the old stable.
-    fn after_save(&self, n: &Rollout, event: Option<&Event>, before: Option<&Rollout>) -> Result<(), RolloutError> {
+    fn after_save(
+        &self,
+        n: &Rollout,
+        event: Option<&Event>,
+        before: Option<&Rollout>,
+    ) -> Result<(), RolloutError> {
         self.current.lock().insert(n.model.clone(), n.clone());
         crate::telemetry::set_rollout(&n.model, n.phase.name(), n.step);
         if n.phase == Phase::Aborted && before.is_some_and(|b| b.phase != Phase::Aborted) {

@@ -178,7 +178,11 @@ impl VersionRuntime {
     /// Runs one inference on inputs already checked against the signature
     /// (ordered as its inputs), within `budget` (the version's own deadline
     /// when `None`).
-    pub async fn infer(&self, inputs: Vec<Tensor>, budget: Option<Budget>) -> Result<Vec<Tensor>, RuntimeError> {
+    pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        budget: Option<Budget>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
         let budget = budget.unwrap_or_else(|| self.own_budget());
         let now = Instant::now();
         let deadline = now + budget.after;
@@ -352,20 +356,35 @@ mod tests {
             }
         });
         let config = ExecutionConfig::default();
-        let rt = VersionRuntime::start_with_reopen("m-1", signature(), config, vec![Box::new(Fragile)], Some(reopen))
-            .unwrap();
+        let rt = VersionRuntime::start_with_reopen(
+            "m-1",
+            signature(),
+            config,
+            vec![Box::new(Fragile)],
+            Some(reopen),
+        )
+        .unwrap();
         assert!(rt.is_healthy());
         let err = rt.infer_blocking(input(-1.0)).unwrap_err();
         assert!(matches!(err, RuntimeError::Inference(_)), "{err:?}");
         wait_healthy(&rt);
-        assert_eq!(opens.load(Ordering::SeqCst), 2, "one failed reopen, then a good one");
+        assert_eq!(
+            opens.load(Ordering::SeqCst),
+            2,
+            "one failed reopen, then a good one"
+        );
         assert_eq!(rt.infer_blocking(input(2.0)).unwrap(), input(2.0));
     }
 
     #[test]
     fn without_a_reopen_function_the_worker_keeps_its_backend() {
-        let rt = VersionRuntime::start("m-1", signature(), ExecutionConfig::default(), vec![Box::new(Fragile)])
-            .unwrap();
+        let rt = VersionRuntime::start(
+            "m-1",
+            signature(),
+            ExecutionConfig::default(),
+            vec![Box::new(Fragile)],
+        )
+        .unwrap();
         assert!(rt.infer_blocking(input(-1.0)).is_err());
         assert_eq!(rt.infer_blocking(input(1.0)).unwrap(), input(1.0));
         assert!(rt.is_healthy());

@@ -65,7 +65,11 @@ impl Tracked {
 }
 
 impl AsyncRead for Tracked {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let got = &buf.filled()[before..];
@@ -108,7 +112,9 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         // hyper's own answers are a head alone: one slice
         let alone = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
-        if self.replacing.is_some() || (alone && bufs.first().is_some_and(|b| hyper_error_answer(b).is_some())) {
+        if self.replacing.is_some()
+            || (alone && bufs.first().is_some_and(|b| hyper_error_answer(b).is_some()))
+        {
             let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &b[..]).unwrap_or(&[]);
             return self.poll_write(cx, first);
         }
@@ -169,7 +175,10 @@ mod tests {
     fn only_hypers_bodiless_error_heads_are_replaced() {
         let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Sun, 01 Jan 2026 00:00:00 GMT\r\n\r\n";
         let answer = String::from_utf8(hyper_error_answer(hyper).unwrap()).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("content-type: application/json"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
@@ -186,7 +195,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n{}",
         ] {
-            assert!(hyper_error_answer(own).is_none(), "{}", String::from_utf8_lossy(own));
+            assert!(
+                hyper_error_answer(own).is_none(),
+                "{}",
+                String::from_utf8_lossy(own)
+            );
         }
     }
 }

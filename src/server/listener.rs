@@ -98,14 +98,16 @@ impl Registry {
     fn sweep(&self) {
         let s = &self.settings;
         let mut conns = self.conns.lock();
-        conns.retain(|_, c| match c.activity.expired(s.header_read_timeout, s.idle_timeout) {
-            None => true,
-            Some(why) => {
-                c.kill.cancel();
-                self.closed(why.name());
-                false
-            }
-        });
+        conns.retain(
+            |_, c| match c.activity.expired(s.header_read_timeout, s.idle_timeout) {
+                None => true,
+                Some(why) => {
+                    c.kill.cancel();
+                    self.closed(why.name());
+                    false
+                }
+            },
+        );
         self.gauge(conns.len());
     }
 
@@ -190,7 +192,8 @@ pub async fn serve(
 /// Closes connections past their timeouts, a few times per timeout.
 async fn sweep(registry: Arc<Registry>, finish: CancellationToken) {
     let s = registry.settings;
-    let period = (s.header_read_timeout.min(s.idle_timeout) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let period = (s.header_read_timeout.min(s.idle_timeout) / 4)
+        .clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

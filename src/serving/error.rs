@@ -3,8 +3,8 @@
 //! show to clients: they name the model, version or limit at fault and never
 //! carry paths or ONNX Runtime internals (those are logged).
 
-use super::infer::Outcome;
 use super::limits::TooLong;
+use super::outcome::Outcome;
 use crate::runtime::{DeadlineOwner, RuntimeError};
 use crate::traffic::RouteError;
 

@@ -5,16 +5,16 @@
 //! metrics). Remembering request ids and mirroring to a shadow happen here
 //! too, so HTTP and gRPC behave the same.
 //!
-//! An *outcome* is what one request says about the version that was to
-//! answer it. Only the version's own failures (an inference error, a miss
-//! of its own configured deadline) reach its analysis window and circuit
-//! breaker; a client's shorter deadline, a disconnect (the request's future
-//! is dropped before it is observed), bad input and load shedding never do.
+//! Only the version's own failures (an inference error, a miss of its own
+//! configured deadline) reach its analysis window and circuit breaker (see
+//! [`Outcome`]); a disconnect drops the request's future before it is
+//! observed, so it never does either.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::ServeError;
+pub use super::outcome::Outcome;
 use super::state::AppState;
 use crate::runtime::Budget;
 use crate::telemetry::names;
@@ -37,43 +37,6 @@ impl Protocol {
             Protocol::V1 => "v1",
             Protocol::V2 => "v2",
             Protocol::Grpc => "grpc",
-        }
-    }
-}
-
-/// How a predict request that reached a version ended, as far as that
-/// version is concerned (see [`ServeError::outcome`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered.
-    Served,
-    /// The request was at fault (a 4xx): says nothing about the version.
-    Rejected,
-    /// Refused for load or lifecycle (queue full, unloading): not a fault.
-    Refused,
-    /// The client's own deadline, shorter than the version's, ran out.
-    Abandoned,
-    /// The version failed: an inference error or a miss of its own deadline.
-    Failed,
-}
-
-impl Outcome {
-    /// The `status` label of the requests counter.
-    pub fn status_class(self) -> &'static str {
-        match self {
-            Outcome::Served => "2xx",
-            Outcome::Rejected => "4xx",
-            Outcome::Refused | Outcome::Abandoned | Outcome::Failed => "5xx",
-        }
-    }
-
-    /// What the version's analysis window and breaker learn: `Some(true)`
-    /// it answered, `Some(false)` it failed, `None` nothing about it.
-    pub fn verdict(self) -> Option<bool> {
-        match self {
-            Outcome::Served => Some(true),
-            Outcome::Failed => Some(false),
-            Outcome::Rejected | Outcome::Refused | Outcome::Abandoned => None,
         }
     }
 }
@@ -106,7 +69,9 @@ pub fn check_rate(state: &AppState, model: &str, user: Option<&str>, peer: IpAdd
             metrics::counter!(names::RATE_LIMITED_TOTAL, "model" => model.to_string()).increment(1);
             ServeError::RateLimited {
                 message: match key {
-                    crate::guard::RateKey::User(u) => format!("user '{u}' is over the rate limit of model '{model}'"),
+                    crate::guard::RateKey::User(u) => {
+                        format!("user '{u}' is over the rate limit of model '{model}'")
+                    }
                     crate::guard::RateKey::Address(_) => {
                         format!("client {peer} is over the rate limit of model '{model}'")
                     }
@@ -157,7 +122,11 @@ pub fn admit(
 /// failure is logged here with its detail; the error carries only what a
 /// client may see. Non-finite outputs of finite inputs are counted (and
 /// refused when the request asked for it).
-pub async fn run(target: &Target, inputs: Vec<Tensor>, options: RunOptions) -> Result<Vec<Tensor>, ServeError> {
+pub async fn run(
+    target: &Target,
+    inputs: Vec<Tensor>,
+    options: RunOptions,
+) -> Result<Vec<Tensor>, ServeError> {
     let budget = Budget::lowered(target.runtime.own_budget().after, options.client_timeout);
     let finite_inputs = inputs.iter().all(|t| all_finite(&t.data));
     let outputs = target.runtime.infer(inputs, Some(budget)).await.map_err(|error| {

@@ -121,7 +121,11 @@ pub fn cgroup_memory_limit() -> Option<usize> {
     let mut candidates = Vec::new();
     for line in groups.lines() {
         let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         if controllers.is_empty() {
             candidates.push(format!("/sys/fs/cgroup{path}/memory.max"));
         } else if controllers.split(',').any(|c| c == "memory") {
@@ -160,7 +164,10 @@ mod tests {
         let err = client_string("id", &"x".repeat(MAX_CLIENT_STRING + 1)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("id is {} bytes long; at most 256 bytes are accepted", MAX_CLIENT_STRING + 1)
+            format!(
+                "id is {} bytes long; at most 256 bytes are accepted",
+                MAX_CLIENT_STRING + 1
+            )
         );
     }
 

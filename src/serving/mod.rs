@@ -7,6 +7,7 @@
 pub mod error;
 pub mod infer;
 pub mod limits;
+pub mod outcome;
 pub mod probe;
 pub mod readiness;
 pub mod recent;
@@ -14,5 +15,6 @@ pub mod scrape;
 pub mod state;
 
 pub use error::ServeError;
-pub use infer::{Outcome, Protocol, RunOptions};
+pub use infer::{Protocol, RunOptions};
+pub use outcome::Outcome;
 pub use state::{AppState, BodySettings, FeedbackSettings, Settings};

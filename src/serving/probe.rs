@@ -19,7 +19,9 @@ pub async fn probe_breakers(state: &AppState) {
             continue;
         }
         let snapshot = state.repo.snapshot();
-        let Some(m) = snapshot.models.get(&model) else { continue };
+        let Some(m) = snapshot.models.get(&model) else {
+            continue;
+        };
         let Some(runtime) = m.versions.get(&version).and_then(|v| v.runtime.clone()) else {
             continue;
         };

@@ -35,7 +35,10 @@ pub fn routable_ready(snapshot: &Snapshot) -> Result<(), String> {
         }
         for v in routed {
             let entry = m.versions.get(&v);
-            if entry.and_then(|e| e.runtime.as_ref()).is_some_and(|rt| !rt.is_healthy()) {
+            if entry
+                .and_then(|e| e.runtime.as_ref())
+                .is_some_and(|rt| !rt.is_healthy())
+            {
                 return Err(format!(
                     "model '{}' version {v} is routed but a worker is being replaced",
                     m.name

@@ -176,7 +176,10 @@ mod tests {
     fn feedback_is_claimed_once_per_answer() {
         let recent = RecentRequests::default();
         recent.remember("r1", "digits", 2);
-        assert_eq!(recent.claim_feedback("r1", "mlp_wide"), Claim::OtherModel("digits".into()));
+        assert_eq!(
+            recent.claim_feedback("r1", "mlp_wide"),
+            Claim::OtherModel("digits".into())
+        );
         assert_eq!(recent.claim_feedback("r1", "digits"), Claim::Granted(2));
         assert_eq!(recent.claim_feedback("r1", "digits"), Claim::AlreadyTaken);
         assert_eq!(recent.claim_feedback("r2", "digits"), Claim::Unknown);

@@ -183,9 +183,9 @@ impl AppState {
         }
         let given = given.unwrap_or("");
         // constant-time per token; which token matched is not observable
-        tokens
-            .iter()
-            .fold(false, |ok, t| ok | bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), t.as_bytes())))
+        tokens.iter().fold(false, |ok, t| {
+            ok | bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), t.as_bytes()))
+        })
     }
 
     /// Data-plane requests being served now.

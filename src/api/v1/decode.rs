@@ -47,7 +47,9 @@ pub(super) fn decode_request(body: &[u8], signature: &Signature, model: &str) ->
         max_elements: text.len() / 2,
     };
     let mut de = serde_json::Deserializer::from_str(&text);
-    let parsed = RequestSeed { ctx: &mut ctx }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
+    let parsed = RequestSeed { ctx: &mut ctx }
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r));
     let (format, signature_name) = match parsed {
         Ok(r) => r,
         Err(e) => {
@@ -146,9 +148,15 @@ impl Ctx<'_> {
         // by doubling would copy the buffer and hold both copies at once.
         // Pages never written are never resident, so the unused part of
         // the reservation costs address space, not memory.
-        let room = if dtype.fixed_size().is_some() { self.max_elements } else { 0 };
+        let room = if dtype.fixed_size().is_some() {
+            self.max_elements
+        } else {
+            0
+        };
         let column = &mut self.columns[i];
-        let data = column.data.get_or_insert_with(|| TensorData::with_capacity(dtype, room));
+        let data = column
+            .data
+            .get_or_insert_with(|| TensorData::with_capacity(dtype, room));
         let (mut shape, mut error) = (Vec::new(), None::<DecodeError>);
         let seed = Shaped {
             out: data,
@@ -246,7 +254,8 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                 "signature_name" => signature = Some(map.next_value::<StringOnly>()?.0),
                 "instances" | "inputs" if format.is_some() => {
                     return Err(self.ctx.fail(
-                        "request has both \"instances\" and \"inputs\" (or one twice); send one of them".into(),
+                        "request has both \"instances\" and \"inputs\" (or one twice); send one of them"
+                            .into(),
                     ))
                 }
                 "instances" => {

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use super::element::{nonfinite, refusal, show_f64, Element};
-use crate::tensor::{element_count, shape_string, DataType, Tensor, TensorData};
+use crate::tensor::{element_count, shape_string, DataType, TensorData};
 
 /// Why a JSON `data` array could not become a tensor.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -73,42 +73,6 @@ pub fn decode_with(
         });
     }
     Ok(data)
-}
-
-/// Builds a tensor from a nested JSON array, taking the shape from the
-/// nesting (`[[1, 2, 3]]` → `[1, 3]`). Used for samples and V1 instances.
-pub fn tensor_from_value(
-    name: &str,
-    value: &serde_json::Value,
-    dtype: DataType,
-) -> Result<Tensor, DecodeError> {
-    tensor_from_value_with(name, value, dtype, DecodeOptions::default())
-}
-
-/// [`tensor_from_value`] with protocol-specific options.
-pub fn tensor_from_value_with(
-    name: &str,
-    value: &serde_json::Value,
-    dtype: DataType,
-    options: DecodeOptions,
-) -> Result<Tensor, DecodeError> {
-    super::shaped::tensor_from_value_with(name, value, dtype, options)
-}
-
-/// The shape a nested JSON value claims, read along its first elements
-/// (`[[1, 2, 3]]` → `[1, 3]`, a scalar → `[]`). Raggedness further in is
-/// only found when the value is decoded.
-pub fn value_shape(value: &serde_json::Value) -> Vec<i64> {
-    let mut shape = Vec::new();
-    let mut cur = value;
-    while let serde_json::Value::Array(items) = cur {
-        shape.push(items.len() as i64);
-        match items.first() {
-            Some(first) => cur = first,
-            None => break,
-        }
-    }
-    shape
 }
 
 /// serde_json appends " at line L column C"; keep the message, drop positions
@@ -175,7 +139,12 @@ struct Flatten<'a, 's, T> {
 }
 
 impl<'a, 's, T: Element> Flatten<'a, 's, T> {
-    fn push<E: de::Error>(self, v: Option<T>, shown: fmt::Arguments<'_>, finite_number: bool) -> Result<(), E> {
+    fn push<E: de::Error>(
+        self,
+        v: Option<T>,
+        shown: fmt::Arguments<'_>,
+        finite_number: bool,
+    ) -> Result<(), E> {
         self.walk.leaf(self.depth).map_err(E::custom)?;
         match v {
             Some(v) => {
@@ -386,15 +355,5 @@ mod tests {
         // Why non-finite tokens are not rewritten to 1e999: serde_json
         // rejects numbers that overflow f64 instead of reading infinity.
         assert!(serde_json::from_str::<f64>("1e999").is_err());
-    }
-
-    #[test]
-    fn value_shapes_follow_first_elements() {
-        let v: serde_json::Value = serde_json::from_str("[[1, 2, 3], [4, 5, 6]]").unwrap();
-        assert_eq!(value_shape(&v), vec![2, 3]);
-        assert_eq!(value_shape(&serde_json::json!(7)), Vec::<i64>::new());
-        assert_eq!(value_shape(&serde_json::json!([])), vec![0]);
-        let t = tensor_from_value("x", &v, DataType::Int64).unwrap();
-        assert_eq!(t.shape, vec![2, 3]);
     }
 }

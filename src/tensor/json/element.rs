@@ -110,7 +110,6 @@ pub(super) fn nonfinite(s: &str) -> Option<f64> {
     }
 }
 
-
 /// A float as an error message shows it: exponent notation when plain
 /// notation would be long (`1e39`, not 40 digits).
 pub(super) fn show_f64(v: f64) -> String {
@@ -139,7 +138,11 @@ mod tests {
         assert_eq!(<f32 as Element>::from_f64(1e39), None);
         assert_eq!(<f32 as Element>::from_f64(-3.5e38), None);
         assert_eq!(<f32 as Element>::from_f64(3.4e38), Some(3.4e38));
-        assert_eq!(<f32 as Element>::from_f64(f64::INFINITY), Some(f32::INFINITY), "named infinity stays");
+        assert_eq!(
+            <f32 as Element>::from_f64(f64::INFINITY),
+            Some(f32::INFINITY),
+            "named infinity stays"
+        );
         assert!(<f32 as Element>::from_f64(f64::NAN).unwrap().is_nan());
         assert_eq!(<f16 as Element>::from_f64(70000.0), None);
         assert_eq!(<f16 as Element>::from_u64(u64::MAX), None);
@@ -148,6 +151,9 @@ mod tests {
             refusal::<f32>(format_args!("1e39"), true),
             "element 1e39 is out of the range of FP32"
         );
-        assert_eq!(refusal::<i8>(format_args!("300"), true), "element 300 is not a valid INT8");
+        assert_eq!(
+            refusal::<i8>(format_args!("300"), true),
+            "element 300 is not a valid INT8"
+        );
     }
 }

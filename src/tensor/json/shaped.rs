@@ -9,10 +9,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::decode::DecodeError;
+use super::decode::{DecodeError, DecodeOptions};
 use super::element::{nonfinite, refusal, show_f64, Element};
-use super::DecodeOptions;
-use crate::tensor::{element_count, Tensor, TensorData};
+use crate::tensor::{element_count, DataType, Tensor, TensorData};
 
 /// A seed (and visitor) that appends one JSON value's elements to `out` and
 /// records its shape. On failure, `error` holds the decoding error when the
@@ -25,11 +24,21 @@ pub struct Shaped<'a> {
     pub error: &'a mut Option<DecodeError>,
 }
 
-/// Builds a tensor from a JSON value, its shape taken from the nesting.
+/// Builds a tensor from a JSON value, its shape taken from the nesting
+/// (`[[1, 2, 3]]` → `[1, 3]`). Used for samples.
+pub fn tensor_from_value(
+    name: &str,
+    value: &serde_json::Value,
+    dtype: DataType,
+) -> Result<Tensor, DecodeError> {
+    tensor_from_value_with(name, value, dtype, DecodeOptions::default())
+}
+
+/// [`tensor_from_value`] with protocol-specific options.
 pub fn tensor_from_value_with(
     name: &str,
     value: &serde_json::Value,
-    dtype: crate::tensor::DataType,
+    dtype: DataType,
     options: DecodeOptions,
 ) -> Result<Tensor, DecodeError> {
     let mut data = TensorData::with_capacity(dtype, 0);
@@ -112,7 +121,12 @@ struct Walker<'a, T> {
 }
 
 impl<T: Element> Walker<'_, T> {
-    fn push<E: de::Error>(self, v: Option<T>, shown: fmt::Arguments<'_>, finite_number: bool) -> Result<(), E> {
+    fn push<E: de::Error>(
+        self,
+        v: Option<T>,
+        shown: fmt::Arguments<'_>,
+        finite_number: bool,
+    ) -> Result<(), E> {
         self.rect.leaf(self.depth).map_err(E::custom)?;
         match v {
             Some(v) => {
@@ -292,7 +306,6 @@ impl<'de> Visitor<'de> for Shaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::DataType;
     use serde_json::json;
 
     fn shaped(value: serde_json::Value, dtype: DataType) -> Result<(Vec<i64>, TensorData), DecodeError> {
@@ -305,10 +318,16 @@ mod tests {
             shaped(json!([[1, 2, 3], [4, 5, 6]]), DataType::Int32).unwrap(),
             (vec![2, 3], TensorData::Int32(vec![1, 2, 3, 4, 5, 6]))
         );
-        assert_eq!(shaped(json!(7), DataType::Fp32).unwrap(), (vec![], TensorData::Fp32(vec![7.0])));
+        assert_eq!(
+            shaped(json!(7), DataType::Fp32).unwrap(),
+            (vec![], TensorData::Fp32(vec![7.0]))
+        );
         assert_eq!(shaped(json!([]), DataType::Fp32).unwrap().0, vec![0]);
         assert_eq!(shaped(json!([[], []]), DataType::Fp32).unwrap().0, vec![2, 0]);
-        assert_eq!(shaped(json!([[["a"]]]), DataType::Bytes).unwrap().0, vec![1, 1, 1]);
+        assert_eq!(
+            shaped(json!([[["a"]]]), DataType::Bytes).unwrap().0,
+            vec![1, 1, 1]
+        );
     }
 
     #[test]
@@ -321,11 +340,21 @@ mod tests {
             json!([[], [1]]),
             json!([[[]], [1]]),
         ] {
-            assert_eq!(shaped(v.clone(), DataType::Fp32).unwrap_err(), DecodeError::Ragged, "{v}");
+            assert_eq!(
+                shaped(v.clone(), DataType::Fp32).unwrap_err(),
+                DecodeError::Ragged,
+                "{v}"
+            );
         }
-        assert!(matches!(shaped(json!({"a": 1}), DataType::Fp32), Err(DecodeError::Element(_))));
+        assert!(matches!(
+            shaped(json!({"a": 1}), DataType::Fp32),
+            Err(DecodeError::Element(_))
+        ));
         let e = shaped(json!([1, 1e39]), DataType::Fp32).unwrap_err();
-        assert_eq!(e, DecodeError::Element("element 1e39 is out of the range of FP32".into()));
+        assert_eq!(
+            e,
+            DecodeError::Element("element 1e39 is out of the range of FP32".into())
+        );
     }
 
     #[test]
