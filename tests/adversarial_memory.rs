@@ -147,12 +147,13 @@ async fn wait_ready(child: &mut Child, base: &str) {
     }
 }
 
-/// A V1 row-format body of about `bytes` bytes of digits pixels.
+/// A V1 row-format body of about `bytes` bytes of digits pixels, compact
+/// (whole numbers, no spaces: the most elements per byte).
 fn v1_body(bytes: usize) -> String {
-    let row: Vec<String> = digits_samples()[0].0.iter().map(|v| format!("{v:.1}")).collect();
-    let row = format!("[{}]", row.join(", "));
-    let n = bytes / (row.len() + 2);
-    format!("{{\"instances\": [{}]}}", vec![row; n].join(", "))
+    let row: Vec<String> = digits_samples()[0].0.iter().map(|v| format!("{}", *v as i64)).collect();
+    let row = format!("[{}]", row.join(","));
+    let n = bytes / (row.len() + 1);
+    format!("{{\"instances\":[{}]}}", vec![row; n].join(","))
 }
 
 /// Sends `n` copies of `body` at once; their statuses.

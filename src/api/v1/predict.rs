@@ -36,7 +36,16 @@ pub(super) struct Decoded {
 
 /// Writes the response body for `outputs` (in signature order).
 pub(super) fn encode_response(format: Format, outputs: &[Tensor], model: &str) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::with_capacity(256);
+    // Room for the whole answer at once: growing by doubling would copy it
+    // and hold both copies. An element takes at most ~24 bytes of JSON
+    // (plus key names per instance); pages never written stay free.
+    let elements: usize = outputs.iter().map(|t| t.data.len()).sum();
+    let keys: usize = outputs.iter().map(|t| t.name.len() + 4).sum();
+    let instances = match format {
+        Format::Row { instances } => instances,
+        Format::Columnar => 1,
+    };
+    let mut out = Vec::with_capacity(256 + elements.saturating_mul(24) + instances.saturating_mul(keys + 4));
     let internal = |e: crate::tensor::json::DecodeError| {
         ApiError::Internal(format!(
             "model '{model}' produced an output that cannot be encoded: {e}"
