@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::guard::{BreakerConfig, GuardSettings, RateSpec};
-use crate::serving::Settings;
+use crate::serving::{BodySettings, FeedbackSettings, Settings};
 use crate::telemetry::LogFormat;
 
 /// Everything `serve` needs.
@@ -53,6 +53,58 @@ pub struct Config {
     /// when the admin listener is not on loopback.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Serve Triton's model-repository API (/v2/repository/...) on the data
+    /// listener too; it needs the admin token (required off loopback).
+    #[arg(long, env = "SWITCHYARD_REPOSITORY_API")]
+    pub repository_api: bool,
+
+    /// Bearer token that may post feedback on the data listener (the admin
+    /// token may too); without any token, feedback is open on a loopback
+    /// data listener only.
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_TOKEN", hide_env_values = true)]
+    pub feedback_token: Option<String>,
+
+    /// Feedback values accepted, MIN..MAX inclusive (others get 422).
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_RANGE", default_value = "0..1", value_parser = parse_range)]
+    pub feedback_range: (f64, f64),
+
+    /// Peers (CIDRs or addresses, comma-separated) whose user header is
+    /// trusted for rate limits; from any other peer the limit counts per
+    /// client address.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Time a client has to send a request's headers (from the connection
+    /// or its first byte); then the connection is closed.
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time an idle keep-alive connection is kept open waiting for its next
+    /// request (longer than the idle timeout of a load balancer in front).
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Time a request body has to arrive in full; beyond: 408.
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Bytes per second a request body must average after its first 2
+    /// seconds (0 = no minimum); slower: 408.
+    #[arg(long, env = "SWITCHYARD_BODY_MIN_RATE", default_value = "16KiB", value_parser = parse_size)]
+    pub body_min_rate: usize,
+
+    /// Open connections per listener; at the cap, a new connection replaces
+    /// the connection that made the least recent progress without a request
+    /// being handled (else it gets 503).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Bytes of request bodies held at once over all requests; beyond: 503
+    /// with Retry-After (default: an eighth of the container's memory
+    /// limit, else of the machine's memory).
+    #[arg(long, env = "SWITCHYARD_BODY_BYTES_IN_FLIGHT", value_parser = parse_size)]
+    pub body_bytes_in_flight: Option<usize>,
 
     /// Header that carries the user key for sticky routing and rate limits.
     #[arg(long, env = "SWITCHYARD_USER_HEADER", default_value = "x-user-id")]
@@ -146,6 +198,25 @@ impl Config {
         if self.rate_limit_burst == Some(0) {
             return Err("--rate-limit-burst must be at least 1".into());
         }
+        let no_token = self.admin_token.as_deref().unwrap_or("").is_empty();
+        if self.repository_api && no_token && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--repository-api exposes model loading on the data listener {}, which is not on loopback: \
+                 set SWITCHYARD_ADMIN_TOKEN (or --admin-token)",
+                self.listen
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.header_read_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.body_read_timeout.is_zero()
+        {
+            return Err(
+                "--header-read-timeout, --idle-timeout and --body-read-timeout must be positive".into(),
+            );
+        }
         Ok(())
     }
 
@@ -157,12 +228,27 @@ impl Config {
                 .parse()
                 .unwrap_or(axum::http::HeaderName::from_static("x-user-id")),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            data_loopback: self.listen.ip().is_loopback(),
+            repository_api: self.repository_api,
+            feedback: FeedbackSettings {
+                token: self.feedback_token.clone().filter(|t| !t.is_empty()),
+                min: self.feedback_range.0,
+                max: self.feedback_range.1,
+            },
+            bodies: BodySettings {
+                read_timeout: self.body_read_timeout,
+                min_rate: self.body_min_rate,
+                budget: self
+                    .body_bytes_in_flight
+                    .unwrap_or_else(|| crate::serving::limits::default_body_budget(self.body_limit)),
+            },
             body_limit: self.body_limit,
             rollback_window: self.rollback_window,
             shadow_queue: self.shadow_queue,
             max_in_flight: self.max_in_flight.max(1),
             state_dir: self.state_dir.clone(),
             guard: GuardSettings {
+                trusted_proxies: self.trusted_proxies.clone(),
                 rate_limit: self.rate_limit,
                 rate_limit_burst: self.rate_limit_burst,
                 rate_limit_keys: self.rate_limit_keys,
@@ -195,8 +281,27 @@ pub fn parse_rate(s: &str) -> Result<RateSpec, String> {
     s.parse()
 }
 
-/// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000` (bytesize: `k`/`kB` are
-/// 1000, `Ki`/`KiB` 1024).
+/// Parses a feedback range like `0..1` or `-5..5` (finite, MIN < MAX).
+pub fn parse_range(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("'{s}' is not a range; write it as MIN..MAX, e.g. 0..1");
+    let (lo, hi) = s.trim().split_once("..").ok_or_else(bad)?;
+    let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(format!("range '{s}' must be finite with MIN < MAX"));
+    }
+    Ok((lo, hi))
+}
+
+/// Parses a network (`10.0.0.0/8`, `fd00::/8`) or one address (`10.1.2.3`).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or a CIDR network (e.g. 10.0.0.0/8)"))
+}
+
+/// Parses sizes like `8MiB`, `512KiB`, `2MB`, `1000`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let size: bytesize::ByteSize = s
         .trim()
@@ -237,6 +342,36 @@ mod tests {
             (100, 60, Some(10))
         );
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn ranges_and_networks() {
+        assert_eq!(parse_range("0..1").unwrap(), (0.0, 1.0));
+        assert_eq!(parse_range(" -5 .. 5").unwrap(), (-5.0, 5.0));
+        for bad in ["1..0", "0..inf", "x..1", "0-1", "NaN..1"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+        assert!(parse_net("10.0.0.0/8")
+            .unwrap()
+            .contains(&"10.2.3.4".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(parse_net("127.0.0.1").unwrap().prefix_len(), 32);
+        assert!(parse_net("::1").is_ok());
+        assert!(parse_net("proxy.local").is_err());
+        let c = ServeFlags::parse_from(["serve", "--trusted-proxies", "10.0.0.0/8,192.168.1.7"]).config;
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn a_public_repository_api_needs_a_token() {
+        let mut c = ServeFlags::parse_from(["serve", "--repository-api", "--listen", "0.0.0.0:8080"]).config;
+        c.admin_token = None;
+        assert!(c.validate().unwrap_err().contains("--repository-api"));
+        c.listen = "127.0.0.1:8080".parse().unwrap();
+        assert!(c.validate().is_ok(), "loopback without a token is allowed");
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        c.admin_token = Some("s3cret".into());
+        assert!(c.validate().is_ok());
+        assert!(!Config::defaults().repository_api, "off by default");
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn tritonclient_http_speaks_json_and_binary() {
     let repo = repo();
     let s = TestServer::start(repo.path()).await;
     let (correct, _) = readme_accuracy("digits", 1);
-    let extensions = serde_json::to_string(switchyard::api::v2::EXTENSIONS).unwrap();
+    let extensions = serde_json::to_string(&switchyard::api::v2::extensions(false)).unwrap();
     let out = run_script(
         "triton_http.py",
         &[s.base.clone(), extensions, correct.to_string()],

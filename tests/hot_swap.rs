@@ -183,7 +183,7 @@ async fn swapping_versions_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triton_repository_api_indexes_loads_and_unloads() {
     let repo = TestRepo::bundled(&["digits", "breast_cancer"]);
-    let s = TestServer::start(repo.path()).await;
+    let s = TestServer::start_with(repo.path(), |c| c.repository_api = true).await;
     let (st, index) = s.post("/v2/repository/index", &json!({})).await;
     assert_eq!(st, 200);
     let names: Vec<&str> = index

@@ -57,7 +57,12 @@ async fn users_over_the_rate_limit_get_429_and_others_are_unaffected() {
         "strict",
         "[limits]\nrate_limit = \"1/60s\"\nrate_limit_burst = 2\n",
     );
-    let s = TestServer::start_with(repo.path(), |c| c.rate_limit = Some("3/60s".parse().unwrap())).await;
+    // the test client is the trusted proxy that sets x-user-id
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.rate_limit = Some("3/60s".parse().unwrap());
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let row = vec![digits_samples()[0].0.clone()];
     let path = "/v2/models/digits/infer";
     for _ in 0..3 {

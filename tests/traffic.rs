@@ -45,7 +45,11 @@ async fn predict(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_the_token_and_round_trips_policies() {
     let repo = digits_repo();
-    let s = TestServer::start_with(repo.path(), |c| c.admin_token = Some("s3cret".into())).await;
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.admin_token = Some("s3cret".into());
+        c.repository_api = true;
+    })
+    .await;
     // 401 without token or with a wrong one, JSON error
     let resp = s
         .client

@@ -204,6 +204,10 @@ async fn load_version(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
+    // a name that is no directory of the repository never reaches the disk
+    if let Err(e) = crate::repository::check_model_name(&model) {
+        return ApiError::from(e).into_response();
+    }
     let repo = state.repo.clone();
     let name = model.clone();
     let result = tokio::task::spawn_blocking(move || repo.load_specific(&name, v)).await;
@@ -213,7 +217,7 @@ async fn load_version(
                 .into_response()
         }
         Ok(Ok(st)) => json(&serde_json::json!({"model": model, "version": v, "state": st.name()})),
-        Ok(Err(e)) => ApiError::NotFound(e.to_string()).into_response(),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::Internal(format!("loading failed: {e}")).into_response(),
     }
 }
@@ -314,7 +318,7 @@ async fn get_rollout(State(state): State<Arc<AppState>>, Path(model): Path<Strin
     if let Err(e) = model_entry(&state, &model) {
         return e.into_response();
     }
-    match state.rollouts.get(&model) {
+    match state.rollouts.get_async(&model).await {
         Ok(Some(r)) => json(&rollout_view(&r)),
         Ok(None) => ApiError::NotFound(format!(
             "model '{model}' has no rollout yet (start one with POST /admin/v1/models/{model}/rollouts)"
@@ -347,7 +351,7 @@ async fn events(State(state): State<Arc<AppState>>, Path(model): Path<String>) -
     if let Err(e) = model_entry(&state, &model) {
         return e.into_response();
     }
-    match state.rollouts.events(&model) {
+    match state.rollouts.events_async(&model).await {
         Ok(events) => json(&serde_json::json!({
             "model": model,
             "events": events

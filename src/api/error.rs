@@ -7,10 +7,10 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::repository::PolicyError;
+use crate::repository::{LoadError, NameError, PolicyError};
 use crate::rollout::controller::RolloutError;
 use crate::runtime::RuntimeError;
-use crate::serving::ServeError;
+use crate::serving::{Outcome, ServeError};
 use crate::traffic::RouteError;
 
 /// An error answered to a client.
@@ -22,6 +22,9 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("{0}")]
     Unauthorized(String),
+    /// The request body did not arrive in time (or too slowly).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Unknown model or version.
     #[error("{0}")]
     NotFound(String),
@@ -31,6 +34,10 @@ pub enum ApiError {
     /// Body larger than the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Well-formed, but refused: a value outside the accepted range, or an
+    /// answer the request asked to refuse (non-finite outputs).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Per-user rate limit.
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: u64 },
@@ -57,9 +64,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,6 +145,59 @@ impl From<ServeError> for ApiError {
                 RuntimeError::BadInput(_) => ApiError::BadRequest(message),
                 RuntimeError::Inference(_) => ApiError::Internal(message),
             },
+            ServeError::TooLong(_) => ApiError::BadRequest(message),
+            ServeError::NonFinite { .. } => ApiError::Unprocessable(message),
+        }
+    }
+}
+
+/// A predict request that did not produce an answer: the error to send and
+/// what it says about the version that was to answer (from the typed error
+/// where there is one, never guessed from the status).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictError {
+    pub error: ApiError,
+    pub outcome: Outcome,
+}
+
+impl From<ServeError> for PredictError {
+    fn from(e: ServeError) -> PredictError {
+        PredictError {
+            outcome: e.outcome(),
+            error: e.into(),
+        }
+    }
+}
+
+impl From<ApiError> for PredictError {
+    /// Errors of the front end itself: decoding and encoding (the request's
+    /// fault, or a 500 of this server), refusals before the version ran.
+    fn from(error: ApiError) -> PredictError {
+        let outcome = match &error {
+            ApiError::Internal(_) => Outcome::Failed,
+            e if e.status().is_client_error() => Outcome::Rejected,
+            _ => Outcome::Refused,
+        };
+        PredictError { error, outcome }
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> ApiError {
+        match e {
+            NameError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            NameError::NoDirectory(..) | NameError::NoVersionDirectory(..) | NameError::Outside(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> ApiError {
+        match e {
+            LoadError::Name(n) => n.into(),
+            other => ApiError::NotFound(other.to_string()),
         }
     }
 }

@@ -1,28 +1,37 @@
-//! HTTP middleware of the data listener: request ids (tower-http), load
+//! HTTP middleware. On the data listener, outermost first: JSON bodies for
+//! errors raised outside the handlers, the request id (tower-http; refused
+//! when longer than the cap), the body read ([`read_bodies`]), load
 //! shedding beyond `--max-in-flight` (probes are never shed) and the request
-//! log of predict requests.
+//! log of predict requests. The admin listener has the JSON errors and the
+//! body read.
+//!
+//! A body is read in full *before* its request takes an in-flight slot, so
+//! slow clients cannot hold the slots that answer requests: it must arrive
+//! within `--body-read-timeout`, keep up `--body-min-rate` after a short
+//! grace, and fit the global body budget (its announced length is reserved
+//! before a byte is read). Each of these refuses with a JSON error.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use super::error::ApiError;
+use super::connection::ConnActivity;
+use super::error::{error_body, ApiError};
+use super::request::{Served, REQUEST_ID_HEADER};
+use crate::serving::limits::{BodyPermit, TooLong, MAX_CLIENT_STRING};
 use crate::serving::AppState;
 use crate::telemetry::names;
 
-/// What a predict response carries for the request log (set by
-/// `request::route_headers`).
-#[derive(Debug, Clone)]
-pub struct Served {
-    pub model: String,
-    pub version: u64,
-    pub route: &'static str,
-}
+/// How long a body may arrive slower than `--body-min-rate` at its start
+/// (connection set-up, the client's first write).
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
 /// Generates a request id when the client sent none: 128 random bits in hex.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,6 +46,35 @@ impl MakeRequestId for RandomRequestId {
 
 fn is_probe(path: &str) -> bool {
     matches!(path, "/health" | "/ready") || path.starts_with("/v2/health/")
+}
+
+/// Refuses an `x-request-id` longer than the cap (400), before it is
+/// echoed, logged or remembered.
+pub async fn check_request_id(req: Request, next: Next) -> Response {
+    if let Some(len) = req.headers().get(REQUEST_ID_HEADER).map(|v| v.len()) {
+        if len > MAX_CLIENT_STRING {
+            let e = TooLong {
+                what: REQUEST_ID_HEADER.into(),
+                len,
+                max: MAX_CLIENT_STRING,
+            };
+            return ApiError::BadRequest(e.to_string()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Reads each request body in full (deadline, minimum rate, size limit,
+/// body budget) and hands the request on with the bytes; the budget is
+/// given back once the answer is ready.
+pub async fn read_bodies(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (req, permit) = match read_body(&state, req).await {
+        Ok(read) => read,
+        Err(e) => return closing(e.into_response()),
+    };
+    let resp = next.run(req).await;
+    drop(permit);
+    resp
 }
 
 /// Sheds load beyond `--max-in-flight` (503 + `Retry-After`; probes are
@@ -80,6 +118,176 @@ pub async fn shed_and_log(State(state): State<Arc<AppState>>, req: Request, next
             path = %uri.path(),
             "predict"
         );
+    }
+    resp
+}
+
+/// Gives every error answer a JSON body `{"error": ...}`: those raised
+/// before a handler runs (path decoding, method and extractor rejections)
+/// come as plain text from axum.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let message = match std::str::from_utf8(&text).map(str::trim) {
+        Ok(t) if !t.is_empty() => t.to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut json = error_body(status, &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
+/// Reads a request's body within the limits; the request comes back with
+/// its body in memory, together with the budget it holds.
+async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermit), ApiError> {
+    use axum::body::HttpBody as _;
+    let (parts, mut body) = req.into_parts();
+    let budget = &state.body_budget;
+    let mut permit = budget.permit();
+    if body.is_end_stream() {
+        return Ok((Request::from_parts(parts, body), permit));
+    }
+    let limit = state.settings.body_limit;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
+    let shed = || {
+        metrics::counter!(names::LOAD_SHED_TOTAL, "reason" => "body_bytes").increment(1);
+        ApiError::Unavailable {
+            message: format!(
+                "server is busy: the request bodies in flight would exceed {} bytes",
+                budget.total()
+            ),
+            retry_after_secs: Some(1),
+        }
+    };
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    if let Some(n) = announced {
+        if !budget.reserve(&mut permit, n) {
+            return Err(shed());
+        }
+    }
+    let _reading = parts
+        .extensions
+        .get::<Arc<ConnActivity>>()
+        .map(|a| a.reading_body());
+    let bodies = state.settings.bodies;
+    let started = Instant::now();
+    let hard = started + bodies.read_timeout;
+    let mut chunks = Chunks::new(announced);
+    loop {
+        // the body must keep up with the minimum rate once the grace is over
+        let paced = match bodies.min_rate {
+            0 => hard,
+            rate => started + BODY_RATE_GRACE + Duration::from_secs_f64(chunks.len as f64 / rate as f64),
+        };
+        let frame = match tokio::time::timeout_at(hard.min(paced).into(), body.frame()).await {
+            Err(_) => return Err(slow_body(&bodies, chunks.len, started.elapsed())),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if chunks.len + data.len() > limit {
+            return Err(too_large());
+        }
+        if announced.is_none() && !budget.reserve(&mut permit, data.len()) {
+            return Err(shed());
+        }
+        chunks.push(data);
+    }
+    Ok((
+        Request::from_parts(parts, Body::from(chunks.into_bytes())),
+        permit,
+    ))
+}
+
+/// The 408 of a body that did not arrive in time.
+fn slow_body(bodies: &crate::serving::BodySettings, got: usize, after: Duration) -> ApiError {
+    ApiError::RequestTimeout(format!(
+        "the request body did not arrive in time: {got} bytes in {:.1} s (the body must arrive within {} s, \
+         at {} bytes/s or faster after the first {} s)",
+        after.as_secs_f64(),
+        bodies.read_timeout.as_secs(),
+        bodies.min_rate,
+        BODY_RATE_GRACE.as_secs()
+    ))
+}
+
+/// A body's chunks: a body that arrives in one chunk is kept as is; more
+/// are copied into one buffer sized from the announced length, so the
+/// body is held once (plus the chunk being copied).
+struct Chunks {
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+    announced: Option<usize>,
+    len: usize,
+}
+
+impl Chunks {
+    fn new(announced: Option<usize>) -> Chunks {
+        Chunks {
+            first: None,
+            rest: Vec::new(),
+            announced,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.reserve_exact(self.announced.unwrap_or(0).max(self.len));
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&data);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => Bytes::from(self.rest),
+        }
+    }
+}
+
+/// A 408 answer closes the connection: the rest of the body may still be
+/// on its way.
+pub fn closing(mut resp: Response) -> Response {
+    if resp.status() == StatusCode::REQUEST_TIMEOUT {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

@@ -6,6 +6,7 @@
 //! `serving`; they never touch ONNX Runtime directly.
 
 pub mod admin;
+pub mod connection;
 pub mod error;
 pub mod feedback;
 pub mod health;

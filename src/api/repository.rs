@@ -1,6 +1,12 @@
 //! Triton's model-repository extension on the data listener:
 //! `POST /v2/repository/index`, `.../models/{m}/load`, `.../models/{m}/unload`.
-//! Guarded by the admin token when one is configured.
+//!
+//! It can unload what serves, so it is off unless `--repository-api` turns
+//! it on (404 otherwise), and then needs the admin token; without a token
+//! it is open only on a loopback data listener (the server refuses to start
+//! with it on a public one). Model names are checked and confined to the
+//! repository; a model with a traffic policy or an active rollout is not
+//! unloaded (409).
 
 use std::sync::Arc;
 
@@ -11,7 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::Serialize;
 
-use super::admin::check_token;
+use super::request::bearer;
 use super::respond::json;
 use crate::api::error::ApiError;
 use crate::serving::AppState;
@@ -24,6 +30,23 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
 
+/// 404 while the API is off, 401 without the admin token.
+fn guard(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !state.settings.repository_api {
+        return Err(ApiError::NotFound(
+            "the model repository API is off on this listener (start the server with --repository-api, \
+             or use the admin API)"
+                .into(),
+        ));
+    }
+    if !state.data_control_allowed(bearer(headers), None) {
+        return Err(ApiError::Unauthorized(
+            "missing or wrong admin token (send Authorization: Bearer <SWITCHYARD_ADMIN_TOKEN>)".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct IndexEntry {
     name: String,
@@ -34,7 +57,7 @@ struct IndexEntry {
 }
 
 async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_token(&state, &headers) {
+    if let Err(e) = guard(&state, &headers) {
         return e.into_response();
     }
     let snapshot = state.repo.snapshot();
@@ -66,8 +89,11 @@ async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respon
 }
 
 async fn load(State(state): State<Arc<AppState>>, Path(model): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_token(&state, &headers) {
+    if let Err(e) = guard(&state, &headers) {
         return e.into_response();
+    }
+    if let Err(e) = crate::repository::check_model_name(&model) {
+        return ApiError::from(e).into_response();
     }
     if !state.repo.model_names().unwrap_or_default().contains(&model) {
         return ApiError::BadRequest(format!(
@@ -99,8 +125,15 @@ async fn unload(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check_token(&state, &headers) {
+    if let Err(e) = guard(&state, &headers) {
         return e.into_response();
+    }
+    let active = state.rollouts.holds_any(&model);
+    if active {
+        return ApiError::Conflict(format!(
+            "model '{model}' has an active rollout; abort it before unloading the model"
+        ))
+        .into_response();
     }
     match state.repo.unload_model(&model) {
         Ok(()) => {

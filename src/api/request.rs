@@ -12,9 +12,18 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
 use super::error::ApiError;
-use super::middleware::Served;
+use crate::serving::limits::client_string;
 use crate::serving::AppState;
 use crate::traffic::{Caller, Target};
+
+/// What a predict response carries for the request log (set by
+/// [`route_headers`]).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub model: String,
+    pub version: u64,
+    pub route: &'static str,
+}
 
 /// The request header that may lower a model's deadline.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
@@ -30,32 +39,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Peer, Infallible> {
+        // an IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d
         Ok(Peer(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
+                .map(|c| c.0.ip().to_canonical())
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         ))
     }
 }
 
-/// What routing may use from the request headers: the user key and a
-/// version pin (`x-model-version`).
-pub fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Caller<'h> {
-    Caller {
-        user: headers
-            .get(&state.settings.user_header)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty()),
+/// What routing may use from the request headers: the user key (at most
+/// `MAX_CLIENT_STRING` bytes, else 400) and a version pin
+/// (`x-model-version`).
+pub fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Result<Caller<'h>, ApiError> {
+    let header = &state.settings.user_header;
+    let user = headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    if let Some(u) = user {
+        client_string(header.as_str(), u).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    Ok(Caller {
+        user,
         pin: headers
             .get("x-model-version")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok()),
-    }
+    })
 }
 
-/// The client's request id header, if any.
+/// The client's request id header, if any (its length was checked when the
+/// request came in).
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(REQUEST_ID_HEADER)
@@ -63,12 +80,31 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The deadline of one request: the model's `timeout_ms`, lowered (never
-/// raised) by an `x-request-timeout-ms` header.
-pub fn request_timeout(headers: &HeaderMap, model_timeout_ms: u64) -> Result<Duration, ApiError> {
-    let model = Duration::from_millis(model_timeout_ms);
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The header that makes non-finite answers (for finite inputs) a 422.
+pub const REJECT_NONFINITE_HEADER: &str = "x-reject-nonfinite";
+
+/// True when the request asks for non-finite answers to be refused
+/// (`x-reject-nonfinite: true`).
+pub fn reject_nonfinite(headers: &HeaderMap) -> bool {
+    headers
+        .get(REJECT_NONFINITE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim(), "true" | "1"))
+}
+
+/// The client's deadline from an `x-request-timeout-ms` header, if any; it
+/// lowers (never raises) the model's own `timeout_ms`.
+pub fn client_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
     let Some(value) = headers.get(TIMEOUT_HEADER) else {
-        return Ok(model);
+        return Ok(None);
     };
     let ms: u64 = value
         .to_str()
@@ -81,7 +117,7 @@ pub fn request_timeout(headers: &HeaderMap, model_timeout_ms: u64) -> Result<Dur
                 String::from_utf8_lossy(value.as_bytes())
             ))
         })?;
-    Ok(model.min(Duration::from_millis(ms)))
+    Ok(Some(Duration::from_millis(ms)))
 }
 
 /// Adds `x-model-version` and `x-route` to a predict response, and what
@@ -102,16 +138,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_timeout_header_only_lowers_the_deadline() {
+    fn the_timeout_header_is_a_positive_number_of_milliseconds() {
         let mut h = HeaderMap::new();
-        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_secs(5));
+        assert_eq!(client_timeout(&h).unwrap(), None);
         h.insert(TIMEOUT_HEADER, HeaderValue::from_static("50"));
-        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_millis(50));
-        h.insert(TIMEOUT_HEADER, HeaderValue::from_static("60000"));
-        assert_eq!(request_timeout(&h, 5000).unwrap(), Duration::from_secs(5));
+        assert_eq!(client_timeout(&h).unwrap(), Some(Duration::from_millis(50)));
         h.insert(TIMEOUT_HEADER, HeaderValue::from_static("soon"));
-        assert_eq!(request_timeout(&h, 5000).unwrap_err().status(), 400);
+        assert_eq!(client_timeout(&h).unwrap_err().status(), 400);
         h.insert(TIMEOUT_HEADER, HeaderValue::from_static("0"));
-        assert!(request_timeout(&h, 5000).is_err());
+        assert!(client_timeout(&h).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! The two routers: data (V1, V2, probes, feedback, the repository API) and
-//! admin (admin API, metrics).
+//! The two routers: data (V1, V2, probes, feedback, the repository API when
+//! turned on) and admin (admin API, feedback, metrics).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use axum::Router;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::error::error_body;
-use super::middleware::{shed_and_log, RandomRequestId};
+use super::middleware::{check_request_id, json_errors, read_bodies, shed_and_log, RandomRequestId};
 use super::{admin, feedback, health, repository, v1, v2};
 use crate::serving::AppState;
 
@@ -24,13 +24,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(v1::routes())
         .merge(v2::routes())
         .merge(repository::routes())
-        .merge(feedback::routes())
+        .merge(feedback::routes(feedback::Listener::Data))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), shed_and_log))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_bodies))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+        .layer(axum::middleware::from_fn(check_request_id))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -40,9 +43,12 @@ pub fn admin_app(state: Arc<AppState>) -> Router {
         .route("/health", get(health::live))
         .route("/metrics", get(metrics))
         .merge(admin::routes(state.clone()))
+        .merge(feedback::routes(feedback::Listener::Admin))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_bodies))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 

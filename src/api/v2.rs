@@ -17,17 +17,19 @@ use serde_json::{Map, Value};
 use super::health;
 use super::request::{self, Peer};
 use super::respond::{body_bytes, json, json_response};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, PredictError};
 use crate::repository::ModelEntry;
 use crate::runtime::{Signature, TensorSpec};
-use crate::serving::infer::{self, Outcome, Protocol};
+use crate::serving::infer::{self, Outcome, Protocol, RunOptions};
+use crate::serving::limits::client_string;
 use crate::serving::AppState;
 use crate::tensor::binary;
 use crate::tensor::json::{decode, FlatJson};
 use crate::tensor::{DataType, Tensor};
 use crate::traffic::{self, Target, VersionSelector};
 
-/// Extensions of the Triton/KServe protocol this server implements.
+/// Extensions of the Triton/KServe protocol this server implements
+/// (`model_repository` only while `--repository-api` turns it on).
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "statistics"];
 
 /// The V2 routes.
@@ -55,11 +57,21 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .merge(super::stats::routes())
 }
 
-async fn server_metadata() -> Response {
+/// The extensions a server lists: `model_repository` only when the
+/// repository API is on.
+pub fn extensions(repository_api: bool) -> Vec<&'static str> {
+    EXTENSIONS
+        .iter()
+        .copied()
+        .filter(|e| *e != "model_repository" || repository_api)
+        .collect()
+}
+
+async fn server_metadata(State(state): State<Arc<AppState>>) -> Response {
     json(&serde_json::json!({
         "name": "switchyard",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": EXTENSIONS,
+        "extensions": extensions(state.settings.repository_api),
     }))
 }
 
@@ -110,7 +122,15 @@ async fn model_metadata_versioned(
 
 fn ready(state: &AppState, model: &str, selector: VersionSelector<'_>) -> Result<Response, ApiError> {
     let snapshot = state.repo.snapshot();
-    traffic::resolve(&snapshot, model, selector)?;
+    let target = traffic::resolve(&snapshot, model, selector)?;
+    if !target.runtime.is_healthy() {
+        return Err(traffic::RouteError::NotReady(
+            model.to_string(),
+            target.version,
+            "a worker is being replaced".into(),
+        )
+        .into());
+    }
     Ok(json(&serde_json::json!({"name": model, "ready": true})))
 }
 
@@ -237,27 +257,31 @@ async fn run_infer(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let mut caller = request::caller(state, headers);
+    let mut caller = match request::caller(state, headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     // Without a user header, V2 clients may name the user in
     // `parameters.user_id`; only bodies that mention it are parsed twice.
     let body_user = match caller.user {
         None => body_user_id(headers, &body),
         Some(_) => None,
     };
-    if body_user.is_some() {
-        caller.user = body_user.as_deref();
+    if let Some(user) = &body_user {
+        if let Err(e) = client_string("parameters.user_id", user) {
+            return ApiError::BadRequest(e.to_string()).into_response();
+        }
+        caller.user = Some(user);
     }
     let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let result = infer_body(state, &target, &body, headers).await;
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+    let (mut resp, outcome) = match infer_body(state, &target, &body, headers).await {
+        Ok(resp) => (resp, Outcome::Served),
+        Err(e) => (e.error.into_response(), e.outcome),
     };
     request::route_headers(&mut resp, &target);
-    let outcome = Outcome::of_status(resp.status().as_u16());
     infer::observe(state, &target, Protocol::V2, outcome, started.elapsed());
     resp
 }
@@ -293,7 +317,7 @@ async fn infer_body(
     target: &Target,
     body: &[u8],
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PredictError> {
     let (json, binary) = split_body(headers, body)?;
     infer_json(state, target, json, binary, headers).await
 }
@@ -333,24 +357,33 @@ async fn infer_json(
     body: &[u8],
     binary: Option<&[u8]>,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PredictError> {
     let model = target.model.name.as_str();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(
             "request body is empty; expected a JSON inference request with \"inputs\"".into(),
-        ));
+        )
+        .into());
     }
     let request: InferRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))?;
+    if let Some(id) = &request.id {
+        client_string("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
     let signature = target.runtime.signature();
     let selected = select_outputs(signature, &request, model)?;
     let tensors = decode_inputs(&request.inputs, binary)?;
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
-    let timeout = request::request_timeout(headers, target.runtime.config().timeout_ms)?;
+    let reject_nonfinite = request::reject_nonfinite(headers)
+        || bool_param(request.parameters.as_ref(), "reject_nonfinite", "the request")?.unwrap_or(false);
+    let options = RunOptions {
+        client_timeout: request::client_timeout(headers)?,
+        reject_nonfinite,
+    };
     let mirror = target.shadow.as_ref().map(|_| inputs.clone());
-    let outputs = infer::run(target, inputs, timeout).await?;
+    let outputs = infer::run(target, inputs, options).await?;
     let header_id = request::request_id(headers);
     infer::remember(state, request.id.as_deref().or(header_id.as_deref()), target);
     if let Some(inputs) = mirror {
@@ -363,7 +396,7 @@ async fn infer_json(
         id: request.id.as_deref(),
         outputs: Vec::with_capacity(selected.len()),
     };
-    encode_response(response, &outputs, &selected)
+    Ok(encode_response(response, &outputs, &selected)?)
 }
 
 /// An output to return, and whether its data goes in the binary section.

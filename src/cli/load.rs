@@ -129,7 +129,7 @@ async fn rows(client: &reqwest::Client, base: &str, args: &LoadArgs) -> anyhow::
                 s.inputs
                     .iter()
                     .map(|(name, value)| {
-                        let shape = crate::tensor::json::value_shape(value);
+                        let shape = value_shape(value);
                         json!({"name": name, "shape": shape, "datatype": datatype(name), "data": value})
                     })
                     .collect(),
@@ -248,4 +248,19 @@ fn summary(t: &Tally, sent: u64, took: Duration) -> String {
     }
     text.push_str(&table.render());
     text
+}
+
+/// The shape a nested JSON value claims, read along its first elements
+/// (`[[1, 2, 3]]` → `[1, 3]`, a scalar → `[]`); the server checks the rest.
+fn value_shape(value: &Value) -> Vec<usize> {
+    let mut shape = Vec::new();
+    let mut cur = value;
+    while let Value::Array(items) = cur {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    shape
 }

@@ -207,6 +207,32 @@ impl Breakers {
         }
     }
 
+    /// Forgets a version's breaker: it is closed, with nothing counted (a
+    /// new rollout or a retry starts from a clean slate).
+    pub fn reset(&self, model: &str, version: u64) {
+        let mut map = self.map.write();
+        if let Some(versions) = map.get_mut(model) {
+            versions.remove(&version);
+            if versions.is_empty() {
+                map.remove(model);
+            }
+        }
+    }
+
+    /// Versions whose breaker is open or half-open now.
+    pub fn not_closed(&self) -> Vec<(String, u64)> {
+        self.map
+            .read()
+            .iter()
+            .flat_map(|(m, versions)| {
+                versions
+                    .iter()
+                    .filter(|(_, b)| b.state() != CircuitState::Closed)
+                    .map(move |(&v, _)| (m.clone(), v))
+            })
+            .collect()
+    }
+
     /// Drops the breakers of versions for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&str, u64) -> bool) {
         let mut map = self.map.write();
@@ -264,5 +290,20 @@ mod tests {
         assert!(b.is_open("m", 1));
         b.retain(|_, _| false);
         assert_eq!(b.state("m", 1), CircuitState::Closed);
+    }
+
+    #[test]
+    fn a_reset_breaker_is_closed_with_nothing_counted() {
+        let b = breakers(60_000);
+        for _ in 0..3 {
+            b.record("m", 2, Some(false));
+        }
+        assert_eq!(b.not_closed(), vec![("m".to_string(), 2)]);
+        b.reset("m", 2);
+        assert_eq!(b.state("m", 2), CircuitState::Closed);
+        assert!(b.not_closed().is_empty());
+        b.record("m", 2, Some(false));
+        b.record("m", 2, Some(false));
+        assert!(!b.is_open("m", 2), "the count started again");
     }
 }

@@ -1,8 +1,12 @@
 //! Per-user rate limits (governor, GCRA).
 //!
-//! A *rate key* is whom a limit counts against: the user key that routing
-//! uses (the user header or V2 `parameters.user_id`), else the client's IP
-//! address, so anonymous clients behind one address share a bucket. A model
+//! A *rate key* is whom a limit counts against: a user key (the user header
+//! or V2 `parameters.user_id`) when the caller decided to trust it, else the
+//! client's address, so a caller cannot buy a new budget by renaming itself
+//! (IPv6 addresses count per /64, the block one host usually holds). User
+//! keys are stored as 128-bit hashes, so every key takes the same few bytes
+//! whatever the client sent: the limiters are bounded in bytes as well as in
+//! keys. A model
 //! with `[limits] rate_limit` in its config.toml has its own limiter;
 //! every other model uses the global one (`--rate-limit`), if set.
 //!
@@ -87,13 +91,35 @@ pub struct LimitsConfig {
     pub rate_limit_burst: Option<u32>,
 }
 
-/// Whom a limit counts against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Whom a request's limit counts against, as the caller decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKey<'a> {
+    /// A user key the caller trusts (set by a trusted hop).
+    User(&'a str),
+    /// The client's address.
+    Address(IpAddr),
+}
+
+/// Whom a limit counts against, as stored: fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    User(String),
+    User(u128),
     Ip(IpAddr),
     /// Every new caller while the limiter is full of keys.
     Overflow,
+}
+
+impl Key {
+    fn of(key: RateKey<'_>) -> Key {
+        match key {
+            RateKey::User(u) => Key::User(xxhash_rust::xxh3::xxh3_128(u.as_bytes())),
+            RateKey::Address(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => Key::Ip(IpAddr::V4(v4)),
+                None => Key::Ip(IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())),
+            },
+            RateKey::Address(ip) => Key::Ip(ip),
+        }
+    }
 }
 
 struct Limiter {
@@ -144,20 +170,11 @@ impl RateLimits {
         }
     }
 
-    /// Counts one request of `user` (else `ip`) to `model`, whose
-    /// config.toml says `limits`. `Err(seconds)` is the `Retry-After` of a
-    /// refused request (at least 1).
-    pub fn check(
-        &self,
-        model: &str,
-        limits: &LimitsConfig,
-        user: Option<&str>,
-        ip: IpAddr,
-    ) -> Result<(), u64> {
-        let key = match user {
-            Some(u) => Key::User(u.to_string()),
-            None => Key::Ip(ip),
-        };
+    /// Counts one request of `key` to `model`, whose config.toml says
+    /// `limits`. `Err(seconds)` is the `Retry-After` of a refused request
+    /// (at least 1).
+    pub fn check(&self, model: &str, limits: &LimitsConfig, key: RateKey<'_>) -> Result<(), u64> {
+        let key = Key::of(key);
         let result = match limits.rate_limit {
             Some(spec) => self
                 .model_limiter(model, spec, limits.rate_limit_burst)
@@ -212,6 +229,13 @@ mod tests {
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    fn key(user: Option<&str>, ip: IpAddr) -> RateKey<'_> {
+        match user {
+            Some(u) => RateKey::User(u),
+            None => RateKey::Address(ip),
+        }
+    }
+
     #[test]
     fn rates_parse() {
         let r: RateSpec = "100/60s".parse().unwrap();
@@ -229,16 +253,16 @@ mod tests {
     fn users_have_their_own_buckets_and_anonymous_callers_share_their_ip() {
         let limits = RateLimits::new(Some("2/60s".parse().unwrap()), None, 100);
         let none = LimitsConfig::default();
-        assert!(limits.check("m", &none, Some("a"), IP).is_ok());
-        assert!(limits.check("m", &none, Some("a"), IP).is_ok());
-        let retry = limits.check("m", &none, Some("a"), IP).unwrap_err();
+        assert!(limits.check("m", &none, key(Some("a"), IP)).is_ok());
+        assert!(limits.check("m", &none, key(Some("a"), IP)).is_ok());
+        let retry = limits.check("m", &none, key(Some("a"), IP)).unwrap_err();
         assert!((1..=30).contains(&retry), "{retry}");
-        assert!(limits.check("m", &none, Some("b"), IP).is_ok());
-        assert!(limits.check("m", &none, None, IP).is_ok());
-        assert!(limits.check("m", &none, None, IP).is_ok());
-        assert!(limits.check("m", &none, None, IP).is_err());
+        assert!(limits.check("m", &none, key(Some("b"), IP)).is_ok());
+        assert!(limits.check("m", &none, key(None, IP)).is_ok());
+        assert!(limits.check("m", &none, key(None, IP)).is_ok());
+        assert!(limits.check("m", &none, key(None, IP)).is_err());
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-        assert!(limits.check("m", &none, None, other).is_ok());
+        assert!(limits.check("m", &none, key(None, other)).is_ok());
     }
 
     #[test]
@@ -249,11 +273,33 @@ mod tests {
             rate_limit_burst: Some(2),
         };
         assert!(limits
-            .check("free", &LimitsConfig::default(), Some("a"), IP)
+            .check("free", &LimitsConfig::default(), key(Some("a"), IP))
             .is_ok());
-        assert!(limits.check("m", &own, Some("a"), IP).is_ok());
-        assert!(limits.check("m", &own, Some("a"), IP).is_ok());
-        assert!(limits.check("m", &own, Some("a"), IP).is_err());
+        assert!(limits.check("m", &own, key(Some("a"), IP)).is_ok());
+        assert!(limits.check("m", &own, key(Some("a"), IP)).is_ok());
+        assert!(limits.check("m", &own, key(Some("a"), IP)).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_block() {
+        let limits = RateLimits::new(Some("1/60s".parse().unwrap()), None, 100);
+        let none = LimitsConfig::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.check("m", &none, RateKey::Address(a)).is_ok());
+        assert!(limits.check("m", &none, RateKey::Address(b)).is_err(), "same /64");
+        assert!(
+            limits.check("m", &none, RateKey::Address(c)).is_ok(),
+            "another /64"
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limits.check("m", &none, RateKey::Address(mapped)).is_ok());
+        assert!(
+            limits.check("m", &none, RateKey::Address(v4)).is_err(),
+            "an IPv4-mapped address is that IPv4 address"
+        );
     }
 
     #[test]
@@ -261,7 +307,7 @@ mod tests {
         let limits = RateLimits::new(Some("1000/1s".parse().unwrap()), None, 50);
         let none = LimitsConfig::default();
         for i in 0..10_000 {
-            let _ = limits.check("m", &none, Some(&format!("user-{i}")), IP);
+            let _ = limits.check("m", &none, key(Some(&format!("user-{i}")), IP));
         }
         assert!(limits.keys() <= 51, "{} keys", limits.keys());
         std::thread::sleep(Duration::from_millis(20));

@@ -27,6 +27,23 @@ impl FileError {
     }
 }
 
+/// Why a model name from a request or the disk does not name a directory
+/// of the repository. Messages never carry a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "'{0}' is not a valid model name (1 to 255 characters of A-Z a-z 0-9 _ . -, \
+         not starting with '.', without '..')"
+    )]
+    Invalid(String),
+    #[error("model '{0}' has no directory in the model repository")]
+    NoDirectory(String),
+    #[error("model '{0}' has no version directory {1} in the model repository")]
+    NoVersionDirectory(String, u64),
+    #[error("model '{0}' resolves to a directory outside the model repository")]
+    Outside(String),
+}
+
 /// Why a version did not become READY, or could not be asked to.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LoadError {
@@ -34,6 +51,8 @@ pub enum LoadError {
     NoVersionDirectory(String, u64),
     #[error("model '{0}' could not be read")]
     ModelUnreadable(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error("{0}")]
     Files(#[from] FileError),
     /// The model's own files are broken (the scrubbed reason).

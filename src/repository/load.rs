@@ -13,7 +13,7 @@ use super::samples::Samples;
 use super::snapshot::{ModelEntry, VersionEntry, VersionState};
 use super::store::Repository;
 use crate::runtime::onnx::OnnxBackend;
-use crate::runtime::{Backend, Signature, VersionRuntime};
+use crate::runtime::{Backend, Reopen, Signature, VersionRuntime};
 use crate::tensor::{Tensor, TensorData};
 
 impl Repository {
@@ -36,7 +36,13 @@ impl Repository {
     /// (Re)reads one model's files and loads the versions its policy selects
     /// that are not loaded yet (blocking). Returns the versions now READY.
     pub fn load_model(&self, name: &str) -> Vec<u64> {
-        let dir = self.root().join(name);
+        let dir = match self.model_dir(name) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::warn!(error = %e, "not loading");
+                return Vec::new();
+            }
+        };
         let files = ModelConfig::read_dir(&dir, name)
             .and_then(|config| Samples::read(&dir.join("samples.json")).map(|samples| (config, samples)));
         let (config, samples) = match files {
@@ -116,7 +122,10 @@ impl Repository {
 
     /// Loads one version next to the serving ones, whatever the version
     /// policy says (admin API). Returns its state afterwards.
+    /// The version is *held*: repository polling never unloads it (only an
+    /// explicit unload does).
     pub fn load_specific(&self, name: &str, version: u64) -> Result<VersionState, LoadError> {
+        self.model_dir(name)?;
         if !self.versions_on_disk(name).contains(&version) {
             return Err(LoadError::NoVersionDirectory(name.to_string(), version));
         }
@@ -133,9 +142,11 @@ impl Repository {
         }
         if let Some(v) = m.versions.get(&version) {
             if matches!(v.state, VersionState::Ready | VersionState::Loading) {
+                self.hold(name, version);
                 return Ok(v.state.clone());
             }
         }
+        self.hold(name, version);
         let (config, samples) = (m.config.clone(), m.samples.clone());
         self.set_version(
             name,
@@ -189,7 +200,7 @@ impl Repository {
         config: &ModelConfig,
         samples: Option<&Samples>,
     ) -> Result<VersionRuntime, LoadError> {
-        let dir = self.root().join(model).join(version.to_string());
+        let dir = self.version_dir(model, version)?;
         let path = dir.join("model.onnx");
         let bytes = std::fs::read(&path).map_err(|e| LoadError::ModelFile(e.to_string()))?;
         external::check_confined(&bytes, &dir)?;
@@ -206,8 +217,21 @@ impl Repository {
         if let Some(declared) = &config.declared {
             declared.check(&signature).map_err(LoadError::Config)?;
         }
-        let runtime = VersionRuntime::start(&format!("{model}-{version}"), signature, exec.clone(), backends)
-            .map_err(|e| LoadError::Workers(e.to_string()))?;
+        // a worker whose backend panicked gets a fresh session from here
+        let threads = exec.intra_op_threads;
+        let reopen: Reopen = Arc::new(move || {
+            OnnxBackend::open(&path, threads)
+                .map(|(backend, _)| Box::new(backend) as Box<dyn Backend>)
+                .map_err(|e| e.to_string())
+        });
+        let runtime = VersionRuntime::start_with_reopen(
+            &format!("{model}-{version}"),
+            signature,
+            exec.clone(),
+            backends,
+            Some(reopen),
+        )
+        .map_err(|e| LoadError::Workers(e.to_string()))?;
         let inputs = warmup_inputs(runtime.signature(), samples);
         runtime.infer_blocking(inputs)?;
         Ok(runtime)

@@ -14,9 +14,9 @@ pub mod snapshot;
 pub mod store;
 
 pub use config::ModelConfig;
-pub use error::{FileError, LoadError};
+pub use error::{FileError, LoadError, NameError};
 pub use load::warmup_inputs;
 pub use policies::PolicyError;
 pub use samples::Samples;
 pub use snapshot::{ModelEntry, PreviousStable, Snapshot, VersionEntry, VersionState};
-pub use store::{parse_version_dir, Repository};
+pub use store::{check_model_name, parse_version_dir, Repository};

@@ -156,23 +156,48 @@ impl Repository {
             }
             m.versions.remove(&version);
             Ok(())
-        })
+        })?;
+        self.release(model, version);
+        Ok(())
     }
 
-    /// Removes a whole model (Triton's repository `unload`).
+    /// Removes a whole model (Triton's repository `unload`). Refused (409)
+    /// while the model has a traffic policy: unloading it would silently
+    /// drop the policy (and a rollout's weights) with it.
     pub fn unload_model(&self, model: &str) -> Result<(), PolicyError> {
-        self.try_publish(|s| {
-            s.models
+        let removed = self.try_publish(|s| {
+            let m = s
+                .models
+                .get(model)
+                .ok_or_else(|| PolicyError::UnknownModel(model.to_string()))?;
+            if let Some(p) = &m.policy {
+                return Err(PolicyError::Conflict(format!(
+                    "model '{model}' has a traffic policy routing to versions {:?}; unloading it would drop \
+                     the policy: set the policy back to a single stable version with the admin API first",
+                    p.referenced()
+                )));
+            }
+            Ok(s.models
                 .remove(model)
-                .map(|_| ())
-                .ok_or_else(|| PolicyError::UnknownModel(model.to_string()))
-        })
+                .map(|m| m.versions.keys().copied().collect::<Vec<_>>()))
+        })?;
+        for v in removed.unwrap_or_default() {
+            self.release(model, v);
+        }
+        Ok(())
     }
 
     /// One poll of the repository: loads new models and versions the version
     /// policy selects, and unloads versions that left the disk or the
     /// selection once nothing routes to them (blocking).
     pub fn poll(&self, rollback_window: Duration) {
+        self.poll_keeping(rollback_window, |_, _| false);
+    }
+
+    /// [`poll`](Self::poll) that also keeps every version for which `keep`
+    /// is true (an active rollout's versions), besides the routed ones and
+    /// those an admin load or a validation holds.
+    pub fn poll_keeping(&self, rollback_window: Duration, keep: impl Fn(&str, u64) -> bool) {
         let names = match self.model_names() {
             Ok(names) => names,
             Err(e) => {
@@ -189,7 +214,8 @@ impl Repository {
             let wanted = m.config.versions.select(&self.versions_on_disk(name));
             let pinned = m.pinned_versions(rollback_window, SystemTime::now());
             for &v in m.versions.keys() {
-                if !wanted.contains(&v) && !pinned.contains(&v) {
+                let held = self.is_held(name, v) || keep(name, v);
+                if !wanted.contains(&v) && !pinned.contains(&v) && !held {
                     match self.unload_version(name, v, rollback_window) {
                         Ok(()) => tracing::info!(model = %name, version = v, "version unloaded"),
                         Err(e) => tracing::debug!(model = %name, version = v, error = %e, "kept"),

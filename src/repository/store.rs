@@ -2,12 +2,14 @@
 //! snapshot of what is loaded from it. Edits build a new snapshot under one
 //! lock and publish it with one atomic swap.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use super::error::NameError;
 use super::snapshot::{Snapshot, VersionEntry};
 
 /// The repository on disk and the current snapshot of it.
@@ -16,6 +18,9 @@ pub struct Repository {
     current: ArcSwap<Snapshot>,
     /// Serialises snapshot edits (never held across a model load).
     edit: Mutex<()>,
+    /// Versions loaded on request (admin load, validation): repository
+    /// polling keeps them until they are unloaded explicitly.
+    held: Mutex<BTreeSet<(String, u64)>>,
 }
 
 impl Repository {
@@ -25,6 +30,7 @@ impl Repository {
             root: root.into(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             edit: Mutex::new(()),
+            held: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -55,6 +61,21 @@ impl Repository {
         Ok(out)
     }
 
+    /// Marks a version as loaded on request: polling keeps it.
+    pub(super) fn hold(&self, model: &str, version: u64) {
+        self.held.lock().insert((model.to_string(), version));
+    }
+
+    /// Forgets the hold on a version (it was unloaded explicitly).
+    pub(super) fn release(&self, model: &str, version: u64) {
+        self.held.lock().remove(&(model.to_string(), version));
+    }
+
+    /// True when an admin load or a validation holds the version.
+    pub fn is_held(&self, model: &str, version: u64) -> bool {
+        self.held.lock().contains(&(model.to_string(), version))
+    }
+
     /// Sets one version's state (and runtime) in a new snapshot.
     pub(super) fn set_version(&self, model: &str, entry: VersionEntry) {
         self.publish(|s| {
@@ -64,24 +85,61 @@ impl Repository {
         });
     }
 
-    /// Model directory names in the repository, sorted.
+    /// Model directory names in the repository, sorted. Directories whose
+    /// names are not valid model names (see [`check_model_name`]) are skipped.
     pub fn model_names(&self) -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() && !name.starts_with('.') {
-                names.push(name);
+            if !entry.file_type()?.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            match check_model_name(&name) {
+                Ok(()) => names.push(name),
+                Err(e) => tracing::warn!(error = %e, "skipping a directory of the model repository"),
             }
         }
         names.sort();
         Ok(names)
     }
 
+    /// The directory of `model`: the name must be a valid model name and the
+    /// directory, once symbolic links are resolved, must lie inside the
+    /// repository. Errors never name a path, so they reveal nothing about
+    /// the file system outside the repository.
+    pub fn model_dir(&self, model: &str) -> Result<PathBuf, NameError> {
+        check_model_name(model)?;
+        let dir = self.root.join(model);
+        let (Ok(resolved), Ok(root)) = (dir.canonicalize(), self.root.canonicalize()) else {
+            return Err(NameError::NoDirectory(model.to_string()));
+        };
+        if !resolved.starts_with(&root) || !resolved.is_dir() {
+            return Err(NameError::Outside(model.to_string()));
+        }
+        Ok(dir)
+    }
+
+    /// The directory of `version` of `model`, confined like [`model_dir`](Self::model_dir).
+    pub fn version_dir(&self, model: &str, version: u64) -> Result<PathBuf, NameError> {
+        let dir = self.model_dir(model)?.join(version.to_string());
+        let (Ok(resolved), Ok(root)) = (dir.canonicalize(), self.root.canonicalize()) else {
+            return Err(NameError::NoVersionDirectory(model.to_string(), version));
+        };
+        if !resolved.starts_with(&root) {
+            return Err(NameError::Outside(model.to_string()));
+        }
+        Ok(dir)
+    }
+
     /// Complete version directories of `model` (a positive integer name
-    /// without leading zero, holding `model.onnx`), ascending.
+    /// without leading zero, holding `model.onnx`), ascending; none for a
+    /// name that is not a model directory inside the repository.
     pub fn versions_on_disk(&self, model: &str) -> Vec<u64> {
-        let Ok(dir) = std::fs::read_dir(self.root.join(model)) else {
+        let Ok(dir) = self
+            .model_dir(model)
+            .and_then(|d| std::fs::read_dir(d).map_err(|_| NameError::NoDirectory(model.to_string())))
+        else {
             return Vec::new();
         };
         let mut versions: Vec<u64> = dir
@@ -107,6 +165,28 @@ impl Repository {
     }
 }
 
+/// Longest model name accepted, in bytes.
+pub const MAX_MODEL_NAME: usize = 255;
+
+/// Checks a model name taken from a request or the disk: 1 to 255 bytes of
+/// `[A-Za-z0-9_.-]`, not starting with a dot and without `..`, so it is
+/// always one directory directly under the repository.
+pub fn check_model_name(name: &str) -> Result<(), NameError> {
+    let valid_bytes = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if name.is_empty()
+        || name.len() > MAX_MODEL_NAME
+        || !valid_bytes
+        || name.starts_with('.')
+        || name.contains("..")
+    {
+        let shown: String = name.chars().take(64).collect();
+        return Err(NameError::Invalid(shown));
+    }
+    Ok(())
+}
+
 /// Parses a version directory name: a positive integer without leading zero.
 pub fn parse_version_dir(name: &str) -> Option<u64> {
     if name.is_empty() || name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
@@ -118,6 +198,49 @@ pub fn parse_version_dir(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_names_are_one_plain_directory() {
+        for good in ["digits", "mlp_wide", "a-b.c", "v2", "A_1"] {
+            assert!(check_model_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a..b",
+            "/tmp/evil",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x y",
+            "é",
+            "a\0b",
+        ] {
+            assert!(check_model_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_model_name(&"m".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn directories_are_confined_to_the_repository() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("1")).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("inside/1")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        let repo = Repository::new(root.path());
+        assert!(repo.model_dir("inside").is_ok());
+        assert!(repo.version_dir("inside", 1).is_ok());
+        let escaped = repo.model_dir("escape").unwrap_err();
+        assert!(matches!(escaped, NameError::Outside(_)), "{escaped:?}");
+        let missing = repo.model_dir("nope").unwrap_err().to_string();
+        assert!(!missing.contains(&root.path().display().to_string()), "{missing}");
+        let absolute = outside.path().display().to_string();
+        assert!(matches!(repo.model_dir(&absolute), Err(NameError::Invalid(_))));
+    }
 
     #[test]
     fn version_dir_names() {

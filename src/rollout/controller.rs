@@ -2,9 +2,12 @@
 //! [`Observation`] when an analysis is due, lets the pure state machine
 //! decide, stores the result, and only then writes the implied policy
 //! through the [`PolicySink`].
+//!
+//! SQLite work (ids, saves, reads) runs on blocking threads, never on the
+//! async workers that serve requests.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -111,9 +114,15 @@ pub enum RolloutError {
     Sink(#[from] SinkError),
 }
 
+/// Called when a rollout (re)starts from its first step, with (model,
+/// stable, candidate): the server resets the candidate's circuit breaker
+/// and the pair's shadow counters, so nothing from an earlier attempt
+/// decides this one.
+pub type FreshStart = Box<dyn Fn(&str, u64, u64) + Send + Sync>;
+
 /// The rollout controller.
 pub struct Controller {
-    store: Store,
+    store: Arc<Store>,
     repo: Arc<Repository>,
     metrics: Arc<dyn MetricsSource>,
     sink: Arc<dyn PolicySink>,
@@ -121,6 +130,7 @@ pub struct Controller {
     current: parking_lot::Mutex<HashMap<String, Rollout>>,
     /// Serialises decisions (ticks and admin actions).
     turn: tokio::sync::Mutex<()>,
+    fresh_start: OnceLock<FreshStart>,
 }
 
 impl Controller {
@@ -138,13 +148,42 @@ impl Controller {
             .map(|r| (r.model.clone(), r))
             .collect();
         Ok(Controller {
-            store,
+            store: Arc::new(store),
             repo,
             metrics,
             sink,
             current: parking_lot::Mutex::new(current),
             turn: tokio::sync::Mutex::new(()),
+            fresh_start: OnceLock::new(),
         })
+    }
+
+    /// Sets what happens when a rollout starts or is retried (once).
+    pub fn on_fresh_start(&self, hook: FreshStart) {
+        let _ = self.fresh_start.set(hook);
+    }
+
+    fn fresh(&self, r: &Rollout) {
+        if let Some(hook) = self.fresh_start.get() {
+            hook(&r.model, r.stable, r.candidate);
+        }
+    }
+
+    /// True when `model` has an active rollout.
+    pub fn holds_any(&self, model: &str) -> bool {
+        self.current
+            .lock()
+            .get(model)
+            .is_some_and(|r| !r.phase.is_final())
+    }
+
+    /// True when an active rollout of `model` needs `version` (its stable
+    /// or candidate): repository polling must not unload it.
+    pub fn holds(&self, model: &str, version: u64) -> bool {
+        self.current
+            .lock()
+            .get(model)
+            .is_some_and(|r| !r.phase.is_final() && (r.stable == version || r.candidate == version))
     }
 
     /// Re-applies the policy of every active rollout (at start-up, before
@@ -157,11 +196,50 @@ impl Controller {
                 Ok(()) => {
                     tracing::info!(model = %r.model, phase = ?r.phase, step = r.step, weight = %r.weight(), "rollout restored")
                 }
-                Err(e) => {
-                    tracing::error!(model = %r.model, error = %e, "could not restore the rollout's policy")
+                Err(e) => self.restore_refused(&r, e),
+            }
+        }
+    }
+
+    /// A stored rollout whose policy the repository refused at start-up
+    /// (typically: a version it routes to is outside the version policy,
+    /// so it was not loaded). Loads the versions it needs and tries again;
+    /// when that fails too, aborts it with the reason, so it never stays
+    /// "progressing" with weights that are not in force. Blocking.
+    fn restore_refused(&self, r: &Rollout, refused: SinkError) {
+        tracing::warn!(model = %r.model, error = %refused, "rollout policy refused at restore; loading its versions");
+        for v in [r.stable, r.candidate] {
+            if let Err(e) = self.repo.load_specific(&r.model, v) {
+                tracing::warn!(model = %r.model, version = v, error = %e, "could not load a version the rollout needs");
+            }
+        }
+        match self.sink.apply(&r.model, r.policy()) {
+            Ok(()) => {
+                tracing::info!(model = %r.model, phase = ?r.phase, step = r.step, weight = %r.weight(), "rollout restored after loading its versions")
+            }
+            Err(e) => {
+                let reason = format!("its traffic policy could not be restored after a restart: {e}");
+                let (n, event) = machine::abort(r, reason, now_secs(), json!({"error": e.to_string()}));
+                if let Err(err) = self.commit(&n, Some(&event), Some(r)) {
+                    tracing::error!(model = %r.model, error = %err, "could not store the aborted rollout");
                 }
             }
         }
+    }
+
+    /// [`get`](Self::get) with the database read off the async workers.
+    pub async fn get_async(&self, model: &str) -> Result<Option<Rollout>, RolloutError> {
+        if let Some(r) = self.current.lock().get(model) {
+            return Ok(Some(r.clone()));
+        }
+        let (store, model) = (self.store.clone(), model.to_string());
+        off_thread(move || store.latest(&model)).await
+    }
+
+    /// [`events`](Self::events) with the database read off the async workers.
+    pub async fn events_async(&self, model: &str) -> Result<Vec<(i64, Event)>, RolloutError> {
+        let (store, model) = (self.store.clone(), model.to_string());
+        off_thread(move || store.events(&model)).await
     }
 
     /// The newest rollout of `model`.
@@ -211,9 +289,11 @@ impl Controller {
                 spec.candidate
             )));
         }
-        let id = self.store.next_id(model)?;
+        let (store, name) = (self.store.clone(), model.to_string());
+        let id = off_thread(move || store.next_id(&name)).await?;
         let now = now_secs();
         let r = Rollout::new(id, model, stable, spec, now);
+        self.fresh(&r);
         let event = Event {
             at: now,
             phase: r.phase,
@@ -223,7 +303,7 @@ impl Controller {
             metrics: json!({"spec": r.spec}),
             actor: "admin".into(),
         };
-        self.commit(&r, Some(&event), None)?;
+        self.commit_async(&r, Some(&event), None).await?;
         Ok(r)
     }
 
@@ -231,11 +311,15 @@ impl Controller {
     pub async fn act(&self, model: &str, action: Action) -> Result<Rollout, RolloutError> {
         let _turn = self.turn.lock().await;
         let r = self
-            .get(model)?
+            .get_async(model)
+            .await?
             .ok_or_else(|| RolloutError::NotFound(format!("model '{model}' has no rollout")))?;
         let (n, e) =
             machine::act(&r, action, now_secs()).map_err(|e| RolloutError::Conflict(e.to_string()))?;
-        self.commit(&n, Some(&e), Some(&r))?;
+        if action == Action::Retry {
+            self.fresh(&n);
+        }
+        self.commit_async(&n, Some(&e), Some(&r)).await?;
         Ok(n)
     }
 
@@ -259,7 +343,7 @@ impl Controller {
                 continue;
             }
             let (n, e) = machine::decide(&r, &obs, now_secs());
-            if let Err(err) = self.commit(&n, e.as_ref(), Some(&r)) {
+            if let Err(err) = self.commit_async(&n, e.as_ref(), Some(&r)).await {
                 tracing::error!(model = %r.model, error = %err, "rollout step not stored");
             }
         }
@@ -274,6 +358,30 @@ impl Controller {
         before: Option<&Rollout>,
     ) -> Result<(), RolloutError> {
         self.store.save(n, event)?;
+        self.after_save(n, event, before)
+    }
+
+    /// [`commit`](Self::commit) with the database write (an fsync) off the
+    /// async workers.
+    async fn commit_async(
+        &self,
+        n: &Rollout,
+        event: Option<&Event>,
+        before: Option<&Rollout>,
+    ) -> Result<(), RolloutError> {
+        let (store, saved, logged) = (self.store.clone(), n.clone(), event.cloned());
+        off_thread(move || store.save(&saved, logged.as_ref())).await?;
+        self.after_save(n, event, before)
+    }
+
+    /// What follows a stored change: the mirror, metrics, the log, the
+    /// policy when it changed, blue-green's retirement of the old stable.
+    fn after_save(
+        &self,
+        n: &Rollout,
+        event: Option<&Event>,
+        before: Option<&Rollout>,
+    ) -> Result<(), RolloutError> {
         self.current.lock().insert(n.model.clone(), n.clone());
         crate::telemetry::set_rollout(&n.model, n.phase.name(), n.step);
         if n.phase == Phase::Aborted && before.is_some_and(|b| b.phase != Phase::Aborted) {
@@ -341,4 +449,14 @@ impl Controller {
         }
         obs
     }
+}
+
+/// Runs a database call on a blocking thread.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RolloutError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
+        .map_err(RolloutError::from)
 }

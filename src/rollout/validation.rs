@@ -279,11 +279,13 @@ fn file_checks(
     validation: &ValidationConfig,
     checks: &mut Vec<Check>,
 ) {
-    let path = repo
-        .root()
-        .join(model)
-        .join(version.to_string())
-        .join("model.onnx");
+    let path = match repo.version_dir(model, version) {
+        Ok(dir) => dir.join("model.onnx"),
+        Err(e) => {
+            checks.push(check("size", false, "unreadable", e.to_string()));
+            return;
+        }
+    };
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) => {

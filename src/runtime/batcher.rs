@@ -7,6 +7,8 @@
 //! the delay (Triton's fixed delay would cost it `max_queue_delay_us` on
 //! every request).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,18 +27,43 @@ pub(super) struct Worker {
     pub(super) stats: Arc<VersionStats>,
     pub(super) metrics: Arc<RunMetrics>,
     pub(super) output_count: usize,
+    /// The version's count of workers without a working backend; raised
+    /// before the jobs of a panicked run are answered.
+    pub(super) down: Arc<AtomicUsize>,
+    /// Set when the backend panicked: the worker stops for a fresh one.
+    pub(super) broken: Option<String>,
+}
+
+/// Why a worker's loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// Every sender is gone: the version retired.
+    Retired,
+    /// The backend panicked (the message): it needs replacing.
+    BackendPanicked(String),
 }
 
 impl Worker {
-    pub(super) fn run(mut self) {
+    /// Serves jobs until every sender is gone (the version retired) or the
+    /// backend panicked.
+    pub(super) fn run(&mut self) -> Exit {
         let mut carry: Option<Job> = None;
         let mut last_batch_requests = 1usize;
         loop {
+            if let Some(panic) = self.broken.take() {
+                // a carried job waits in the queue's place for the next backend
+                if let Some(job) = carry.take() {
+                    let _ = job.reply.send(Err(RuntimeError::Inference(
+                        "the worker running this request failed and is being replaced".into(),
+                    )));
+                }
+                return Exit::BackendPanicked(panic);
+            }
             let first = match carry.take() {
                 Some(job) => job,
                 None => match self.rx.recv() {
                     Ok(job) => job,
-                    Err(_) => return, // every sender dropped: the version retired
+                    Err(_) => return Exit::Retired, // every sender dropped
                 },
             };
             if self.max_batch == 0 || rows(&first).is_none() {
@@ -80,9 +107,7 @@ impl Worker {
         for job in expired {
             let waited = started - job.enqueued;
             self.stats.record_failure(waited);
-            let _ = job
-                .reply
-                .send(Err(RuntimeError::Deadline(job.deadline - job.enqueued)));
+            let _ = job.reply.send(Err(RuntimeError::Deadline(job.budget)));
         }
         if live.is_empty() {
             return;
@@ -96,7 +121,18 @@ impl Worker {
         let (replies, counts, inputs) = split_jobs(live);
         let total_rows: usize = counts.iter().sum();
         let built = Instant::now();
-        let result = self.backend.run(inputs);
+        // the backend is the one part that may panic (ORT bindings, model
+        // code); its jobs fail, the version turns unhealthy first
+        let result = match catch_unwind(AssertUnwindSafe(|| self.backend.run(inputs))) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.down.fetch_add(1, Ordering::SeqCst);
+                self.broken = Some(panic_message(panic.as_ref()));
+                Err(crate::runtime::BackendError::Run(
+                    "the worker running this request failed and is being replaced".into(),
+                ))
+            }
+        };
         let ran = Instant::now();
         self.metrics.inference.record((ran - built).as_secs_f64());
         self.metrics.batch_rows.record(total_rows as f64);
@@ -220,4 +256,13 @@ fn same_row_shape(a: &Job, b: &Job) -> bool {
             .iter()
             .zip(&b.inputs)
             .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+}
+
+/// The message of a caught panic.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

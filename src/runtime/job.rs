@@ -8,13 +8,51 @@ use tokio::sync::oneshot;
 
 use crate::tensor::Tensor;
 
+/// Whose deadline bounds a request: the version's own (`timeout_ms`, so a
+/// miss is the version's fault) or a shorter one the client asked for (a
+/// miss says nothing about the version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineOwner {
+    Model,
+    Client,
+}
+
+/// A request's time budget and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub after: Duration,
+    pub owner: DeadlineOwner,
+}
+
+impl Budget {
+    /// The version's own deadline.
+    pub fn model(after: Duration) -> Budget {
+        Budget {
+            after,
+            owner: DeadlineOwner::Model,
+        }
+    }
+
+    /// The version's own deadline, lowered (never raised) by the client's;
+    /// the budget belongs to the client only when it is strictly shorter.
+    pub fn lowered(model: Duration, client: Option<Duration>) -> Budget {
+        match client {
+            Some(c) if c < model => Budget {
+                after: c,
+                owner: DeadlineOwner::Client,
+            },
+            _ => Budget::model(model),
+        }
+    }
+}
+
 /// Why an inference did not produce outputs.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum RuntimeError {
     #[error("queue is full ({0} requests waiting)")]
     QueueFull(usize),
-    #[error("deadline of {0:?} exceeded")]
-    Deadline(Duration),
+    #[error("deadline of {:?} exceeded", .0.after)]
+    Deadline(Budget),
     #[error("the version is shutting down")]
     Closed,
     #[error("inference failed: {0}")]
@@ -56,6 +94,7 @@ pub(super) struct RunMetrics {
     pub(super) queue_wait: metrics::Histogram,
     pub(super) batch_rows: metrics::Histogram,
     pub(super) shed: metrics::Counter,
+    pub(super) restarts: metrics::Counter,
 }
 
 impl RunMetrics {
@@ -70,6 +109,7 @@ impl RunMetrics {
             queue_wait: metrics::histogram!(names::QUEUE_WAIT_SECONDS, &labels),
             batch_rows: metrics::histogram!(names::BATCH_SIZE_ROWS, &labels),
             shed: metrics::counter!(names::LOAD_SHED_TOTAL, "reason" => "queue_full"),
+            restarts: metrics::counter!(names::WORKER_RESTARTS_TOTAL, &labels),
         }
     }
 }
@@ -79,5 +119,7 @@ pub(super) struct Job {
     pub(super) inputs: Vec<Tensor>,
     pub(super) enqueued: Instant,
     pub(super) deadline: Instant,
+    /// What `deadline` stands for (a missed deadline replies with it).
+    pub(super) budget: Budget,
     pub(super) reply: oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>,
 }

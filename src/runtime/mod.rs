@@ -4,7 +4,9 @@
 //! its own [`Backend`] (an ONNX Runtime session in production, [`onnx`]).
 //! When the model's first dimension is dynamic, a worker concatenates the
 //! rows of queued jobs with the same non-batch shapes into one run and
-//! splits the outputs back ([`batcher`](self)). Per-version counters feed the
+//! splits the outputs back ([`batcher`](self)). A worker whose backend
+//! panics is kept alive and given a fresh backend ([`Reopen`]); its version
+//! reports unhealthy until then. Per-version counters feed the
 //! statistics extension ([`stats`]) and rollout analysis ([`window`]).
 
 mod batcher;
@@ -15,8 +17,8 @@ pub mod stats;
 mod version;
 pub mod window;
 
-pub use job::{Backend, BackendError, RuntimeError};
+pub use job::{Backend, BackendError, Budget, DeadlineOwner, RuntimeError};
 pub use signature::{InputError, Signature, TensorSpec};
 pub use stats::VersionStats;
-pub use version::{ExecutionConfig, VersionRuntime};
+pub use version::{ExecutionConfig, Reopen, VersionRuntime};
 pub use window::Window;

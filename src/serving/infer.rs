@@ -4,14 +4,21 @@
 //! *observe* the outcome (the version's analysis window, its breaker, the
 //! metrics). Remembering request ids and mirroring to a shadow happen here
 //! too, so HTTP and gRPC behave the same.
+//!
+//! Only the version's own failures (an inference error, a miss of its own
+//! configured deadline) reach its analysis window and circuit breaker (see
+//! [`Outcome`]); a disconnect drops the request's future before it is
+//! observed, so it never does either.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::ServeError;
+pub use super::outcome::Outcome;
 use super::state::AppState;
+use crate::runtime::Budget;
 use crate::telemetry::names;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 use crate::traffic::shadow::ShadowJob;
 use crate::traffic::{Breakers, Caller, Target, VersionSelector};
 
@@ -34,43 +41,18 @@ impl Protocol {
     }
 }
 
-/// How a predict request that reached a version ended, as far as that
-/// version is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered.
-    Served,
-    /// The request was at fault (a 4xx): says nothing about the version.
-    Rejected,
-    /// Refused for load or lifecycle (queue full, unloading): not a fault.
-    Refused,
-    /// The version failed: an inference error or a missed deadline.
-    Failed,
+/// How one request wants its inference run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The client's deadline; it lowers (never raises) the version's own.
+    pub client_timeout: Option<Duration>,
+    /// Refuse (422) an answer with NaN or infinity for finite inputs
+    /// instead of returning it (it is counted either way).
+    pub reject_nonfinite: bool,
 }
 
-impl Outcome {
-    /// The outcome an HTTP status stands for.
-    pub fn of_status(status: u16) -> Outcome {
-        match status {
-            200..=399 => Outcome::Served,
-            400..=499 => Outcome::Rejected,
-            500 | 504 => Outcome::Failed,
-            _ => Outcome::Refused,
-        }
-    }
-
-    /// The `status` label of the requests counter.
-    pub fn status_class(self) -> &'static str {
-        match self {
-            Outcome::Served => "2xx",
-            Outcome::Rejected => "4xx",
-            Outcome::Refused | Outcome::Failed => "5xx",
-        }
-    }
-}
-
-/// Applies the rate limit of `model` to a caller (the user key, else the
-/// client address).
+/// Applies the rate limit of `model` to a caller: its user key when the
+/// peer is a trusted proxy, else the client address.
 pub fn check_rate(state: &AppState, model: &str, user: Option<&str>, peer: IpAddr) -> Result<(), ServeError> {
     let snapshot = state.repo.snapshot();
     // An unknown model is answered 404 by routing; it must not become a
@@ -78,16 +60,21 @@ pub fn check_rate(state: &AppState, model: &str, user: Option<&str>, peer: IpAdd
     let Some(m) = snapshot.models.get(model) else {
         return Ok(());
     };
+    let key = state.guard.rate_key(user, peer);
     state
         .guard
         .limits
-        .check(model, &m.config.limits, user, peer)
+        .check(model, &m.config.limits, key)
         .map_err(|retry_after_secs| {
             metrics::counter!(names::RATE_LIMITED_TOTAL, "model" => model.to_string()).increment(1);
             ServeError::RateLimited {
-                message: match user {
-                    Some(u) => format!("user '{u}' is over the rate limit of model '{model}'"),
-                    None => format!("client {peer} is over the rate limit of model '{model}'"),
+                message: match key {
+                    crate::guard::RateKey::User(u) => {
+                        format!("user '{u}' is over the rate limit of model '{model}'")
+                    }
+                    crate::guard::RateKey::Address(_) => {
+                        format!("client {peer} is over the rate limit of model '{model}'")
+                    }
                 },
                 retry_after_secs,
             }
@@ -131,10 +118,18 @@ pub fn admit(
 }
 
 /// Runs inputs (already checked against the signature) on the target
-/// within `timeout`. An inference failure is logged here with its detail;
-/// the error carries only what a client may see.
-pub async fn run(target: &Target, inputs: Vec<Tensor>, timeout: Duration) -> Result<Vec<Tensor>, ServeError> {
-    target.runtime.infer(inputs, Some(timeout)).await.map_err(|error| {
+/// within the version's deadline, lowered by the client's. An inference
+/// failure is logged here with its detail; the error carries only what a
+/// client may see. Non-finite outputs of finite inputs are counted (and
+/// refused when the request asked for it).
+pub async fn run(
+    target: &Target,
+    inputs: Vec<Tensor>,
+    options: RunOptions,
+) -> Result<Vec<Tensor>, ServeError> {
+    let budget = Budget::lowered(target.runtime.own_budget().after, options.client_timeout);
+    let finite_inputs = inputs.iter().all(|t| all_finite(&t.data));
+    let outputs = target.runtime.infer(inputs, Some(budget)).await.map_err(|error| {
         if let crate::runtime::RuntimeError::Inference(detail) = &error {
             tracing::warn!(model = %target.model.name, version = target.version, error = %detail, "inference failed");
         }
@@ -143,30 +138,50 @@ pub async fn run(target: &Target, inputs: Vec<Tensor>, timeout: Duration) -> Res
             version: target.version,
             error,
         }
-    })
+    })?;
+    if finite_inputs {
+        if let Some(bad) = outputs.iter().find(|t| !all_finite(&t.data)) {
+            metrics::counter!(
+                names::NONFINITE_OUTPUTS_TOTAL,
+                "model" => target.model.name.clone(),
+                "version" => target.version.to_string(),
+            )
+            .increment(1);
+            tracing::warn!(model = %target.model.name, version = target.version, output = %bad.name, "non-finite output for finite inputs");
+            if options.reject_nonfinite {
+                return Err(ServeError::NonFinite {
+                    model: target.model.name.clone(),
+                    version: target.version,
+                    output: bad.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+/// True when no element is NaN or infinite (non-float data always is).
+pub fn all_finite(data: &TensorData) -> bool {
+    match data {
+        TensorData::Fp16(v) => v.iter().all(|x| x.is_finite()),
+        TensorData::Fp32(v) => v.iter().all(|x| x.is_finite()),
+        TensorData::Fp64(v) => v.iter().all(|x| x.is_finite()),
+        _ => true,
+    }
 }
 
 /// Records the outcome of one predict request that reached a version: the
 /// version's analysis window (what rollouts compare), its circuit breaker
 /// and the metrics.
 pub fn observe(state: &AppState, target: &Target, protocol: Protocol, outcome: Outcome, elapsed: Duration) {
-    // Client errors say nothing about the version; refusals and failures
-    // count as errors in its window.
-    if outcome != Outcome::Rejected {
-        target
-            .runtime
-            .window()
-            .record(outcome == Outcome::Served, elapsed);
+    // Only what the version itself did (answered, or failed on its own)
+    // reaches its window and its breaker.
+    let verdict = outcome.verdict();
+    if let Some(ok) = verdict {
+        target.runtime.window().record(ok, elapsed);
     }
-    // The breaker counts only what the version itself did wrong; a refusal
-    // (queue full, unloading) is load, not a fault.
-    let breaker = match outcome {
-        Outcome::Served => Some(true),
-        Outcome::Failed => Some(false),
-        Outcome::Rejected | Outcome::Refused => None,
-    };
     let model = &target.model.name;
-    state.guard.breakers.record(model, target.version, breaker);
+    state.guard.breakers.record(model, target.version, verdict);
     let version = target.version.to_string();
     metrics::counter!(
         names::REQUESTS_TOTAL,
@@ -188,7 +203,9 @@ pub fn observe(state: &AppState, target: &Target, protocol: Protocol, outcome: O
 
 /// Remembers which version answered a request with an id (for feedback).
 pub fn remember(state: &AppState, id: Option<&str>, target: &Target) {
-    if let Some(id) = id.filter(|id| !id.is_empty()) {
+    // ids over the cap were refused before the request ran
+    let storable = |id: &&str| !id.is_empty() && id.len() <= super::limits::MAX_CLIENT_STRING;
+    if let Some(id) = id.filter(storable) {
         state.recent.remember(id, &target.model.name, target.version);
     }
 }

@@ -1,6 +1,6 @@
-//! Readiness: "every version that traffic can reach is READY and
-//! warmed up", never with zero routable versions, and not ready as soon as
-//! shutdown begins.
+//! Readiness: "every version that traffic can reach is READY, warmed up
+//! and has all its workers", never with zero routable versions, and not
+//! ready as soon as shutdown begins.
 
 use super::state::AppState;
 use crate::repository::{Snapshot, VersionState};
@@ -34,7 +34,17 @@ pub fn routable_ready(snapshot: &Snapshot) -> Result<(), String> {
             continue;
         }
         for v in routed {
-            match m.versions.get(&v).map(|e| &e.state) {
+            let entry = m.versions.get(&v);
+            if entry
+                .and_then(|e| e.runtime.as_ref())
+                .is_some_and(|rt| !rt.is_healthy())
+            {
+                return Err(format!(
+                    "model '{}' version {v} is routed but a worker is being replaced",
+                    m.name
+                ));
+            }
+            match entry.map(|e| &e.state) {
                 Some(VersionState::Ready) => {}
                 Some(state) => {
                     return Err(format!(

@@ -31,7 +31,8 @@ fn refresh(state: &AppState) {
         let weights = weights(m);
         for (&v, entry) in &m.versions {
             let labels = [("model", name.clone()), ("version", v.to_string())];
-            let ready = matches!(entry.state, crate::repository::VersionState::Ready);
+            let healthy = entry.runtime.as_ref().is_none_or(|r| r.is_healthy());
+            let ready = matches!(entry.state, crate::repository::VersionState::Ready) && healthy;
             gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
             let weight = weights
                 .iter()
@@ -59,6 +60,7 @@ fn refresh(state: &AppState) {
     drop(seen);
     gauge!(names::RATE_LIMIT_KEYS).set(state.guard.limits.keys() as f64);
     gauge!(names::IN_FLIGHT_REQUESTS).set(state.in_flight() as f64);
+    gauge!(names::BODY_BYTES_IN_FLIGHT).set(state.body_budget.in_use() as f64);
 }
 
 /// (version, basis points) of versionless traffic under the model's policy,

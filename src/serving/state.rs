@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::limits::BodyBudget;
 use super::recent::RecentRequests;
 use crate::guard::{Guard, GuardSettings};
 use crate::repository::Repository;
@@ -24,6 +25,15 @@ pub struct Settings {
     pub user_header: axum::http::HeaderName,
     /// Bearer token of the admin API and the repository API; `None` = open.
     pub admin_token: Option<String>,
+    /// True when the data listener is bound to a loopback address: control
+    /// surfaces without a configured token are open there, and only there.
+    pub data_loopback: bool,
+    /// Serve Triton's model-repository API on the data listener.
+    pub repository_api: bool,
+    /// Who may post feedback, and which values.
+    pub feedback: FeedbackSettings,
+    /// Request bodies: read deadline, minimum rate, budget.
+    pub bodies: BodySettings,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// How long a replaced stable version stays loaded for rollback.
@@ -38,6 +48,28 @@ pub struct Settings {
     pub guard: GuardSettings,
 }
 
+/// Who may post feedback, and which values are accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackSettings {
+    /// A bearer token that may post feedback (besides the admin token).
+    pub token: Option<String>,
+    /// The smallest and largest value accepted (inclusive).
+    pub min: f64,
+    pub max: f64,
+}
+
+/// How request bodies are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySettings {
+    /// The whole body must arrive within this.
+    pub read_timeout: Duration,
+    /// Bytes per second a body must average once its first seconds are
+    /// over (0 = no minimum).
+    pub min_rate: usize,
+    /// Bytes of bodies held at once, over all requests.
+    pub budget: usize,
+}
+
 /// Shared state of every listener.
 pub struct AppState {
     pub repo: Arc<Repository>,
@@ -50,6 +82,8 @@ pub struct AppState {
     pub guard: Guard,
     /// Permits for data-plane requests in flight (load shedding).
     in_flight: Arc<Semaphore>,
+    /// Bytes of request bodies held at once.
+    pub body_budget: BodyBudget,
     restored: AtomicBool,
     /// Cancelled when shutdown begins: readiness answers 503 from then on.
     shutdown: CancellationToken,
@@ -76,6 +110,13 @@ impl AppState {
             metrics,
             sink,
         )?);
+        // a rollout (or a retry) starts with a closed breaker and fresh
+        // shadow counters: an earlier attempt's failures do not decide it
+        let (breakers, mirror) = (guard.breakers.clone(), shadow.clone());
+        rollouts.on_fresh_start(Box::new(move |model, stable, candidate| {
+            breakers.reset(model, candidate);
+            mirror.reset(model, stable, candidate);
+        }));
         Ok(AppState {
             repo,
             shadow,
@@ -83,6 +124,7 @@ impl AppState {
             recent: RecentRequests::default(),
             guard,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            body_budget: BodyBudget::new(settings.bodies.budget),
             restored: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             settings,
@@ -124,6 +166,26 @@ impl AppState {
     /// `max_in_flight` requests are being served (shed it).
     pub fn try_enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// True when a control surface of the data listener (repository API,
+    /// feedback) may be used with `given` as its bearer token: the admin
+    /// token (or `also`) must match when one is configured; without any,
+    /// only a loopback data listener is open.
+    pub fn data_control_allowed(&self, given: Option<&str>, also: Option<&str>) -> bool {
+        let tokens: Vec<&str> = [self.settings.admin_token.as_deref(), also]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.is_empty() {
+            return self.settings.data_loopback;
+        }
+        let given = given.unwrap_or("");
+        // constant-time per token; which token matched is not observable
+        tokens.iter().fold(false, |ok, t| {
+            ok | bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), t.as_bytes()))
+        })
     }
 
     /// Data-plane requests being served now.

@@ -35,8 +35,27 @@ pub const RATE_LIMITED_TOTAL: &str = "switchyard_rate_limited_total";
 /// Gauge: keys the rate limiters hold (bounded by --rate-limit-keys).
 pub const RATE_LIMIT_KEYS: &str = "switchyard_rate_limit_keys";
 /// Counter: requests refused to protect the server.
-/// Labels: reason ("in_flight", "queue_full").
+/// Labels: reason ("in_flight", "queue_full", "body_bytes", "connections").
 pub const LOAD_SHED_TOTAL: &str = "switchyard_load_shed_total";
+/// Gauge: bytes of request bodies being read or held by requests in flight
+/// (bounded by --body-bytes-in-flight).
+pub const BODY_BYTES_IN_FLIGHT: &str = "switchyard_body_bytes_in_flight";
+/// Gauge: open client connections. Labels: listener ("data", "admin").
+pub const OPEN_CONNECTIONS: &str = "switchyard_open_connections";
+/// Counter: connections the server closed before the client did.
+/// Labels: listener, reason ("header_timeout", "idle_timeout", "evicted").
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "switchyard_connections_closed_total";
+/// Counter: worker threads whose backend panicked and was replaced.
+/// Labels: model, version.
+pub const WORKER_RESTARTS_TOTAL: &str = "switchyard_worker_restarts_total";
+/// Counter: answers with NaN or infinite output values for finite inputs.
+/// Labels: model, version.
+pub const NONFINITE_OUTPUTS_TOTAL: &str = "switchyard_nonfinite_outputs_total";
+/// Counter: feedback refused. Labels: reason ("unauthorized", "unknown_id",
+/// "duplicate", "out_of_range", "invalid").
+pub const FEEDBACK_REJECTED_TOTAL: &str = "switchyard_feedback_rejected_total";
+/// Counter: feedback values accepted. Labels: model.
+pub const FEEDBACK_TOTAL: &str = "switchyard_feedback_total";
 /// Gauge: data-plane requests being served now.
 pub const IN_FLIGHT_REQUESTS: &str = "switchyard_in_flight_requests";
 /// Gauge: 1 for a model's current rollout phase, 0 for the others.

@@ -72,6 +72,26 @@ fn describe() {
     );
     describe_gauge!(ROLLOUT_STEP, "Index of the current rollout step.");
     describe_counter!(ROLLOUT_ABORTED_TOTAL, "Rollouts aborted.");
+    describe_gauge!(
+        BODY_BYTES_IN_FLIGHT,
+        Unit::Bytes,
+        "Bytes of request bodies being read or held by requests in flight."
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Open client connections.");
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections the server closed: header or idle timeout, or evicted at the connection cap."
+    );
+    describe_counter!(
+        WORKER_RESTARTS_TOTAL,
+        "Worker threads whose backend panicked and was replaced."
+    );
+    describe_counter!(
+        NONFINITE_OUTPUTS_TOTAL,
+        "Answers with NaN or infinite outputs for finite inputs."
+    );
+    describe_counter!(FEEDBACK_REJECTED_TOTAL, "Feedback refused, by reason.");
+    describe_counter!(FEEDBACK_TOTAL, "Feedback values accepted.");
 }
 
 /// Every rollout phase the gauge knows (a bounded label set).

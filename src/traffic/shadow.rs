@@ -170,6 +170,15 @@ impl ShadowHub {
         st.agreement = st.agreed as f64 / st.compared as f64;
     }
 
+    /// Forgets the counters of one (primary, shadow) pair: a new rollout or
+    /// a retry judges agreement on its own comparisons only.
+    pub fn reset(&self, model: &str, primary: u64, shadow: u64) {
+        let mut stats = self.stats.lock();
+        if let Some(list) = stats.get_mut(model) {
+            list.retain(|s| !(s.primary_version == primary && s.shadow_version == shadow));
+        }
+    }
+
     /// Results for `model`, one entry per (primary, shadow) pair seen.
     pub fn stats(&self, model: &str) -> Vec<ShadowStats> {
         self.stats.lock().get(model).cloned().unwrap_or_default()

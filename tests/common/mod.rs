@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchyard::{Config, Server};
 
+pub mod raw;
+
 /// A TCP port free on 127.0.0.1 right now (for servers started as a
 /// separate process, which cannot report a `:0` port back).
 pub fn free_port() -> u16 {
@@ -210,6 +212,20 @@ impl TestServer {
         let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.starts_with("text/plain"), "{ct}");
         resp.text().await.unwrap()
+    }
+
+    /// The shared state of the running server.
+    pub fn state(&self) -> std::sync::Arc<switchyard::serving::AppState> {
+        self.server.as_ref().unwrap().state.clone()
+    }
+
+    /// The value of one Prometheus series (`name{labels}` exactly as
+    /// rendered), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// The snapshot of the running server.

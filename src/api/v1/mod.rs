@@ -10,6 +10,7 @@
 //! numbers only (non-numeric → 400), an unknown label is a 400, versions are
 //! reported as strings, and NaN / ±infinity travel as bare JSON tokens.
 
+mod decode;
 mod nonfinite;
 mod predict;
 
@@ -26,12 +27,12 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::error::{error_body, ApiError};
+use crate::api::error::{error_body, ApiError, PredictError};
 use crate::api::request::{self, Peer};
 use crate::api::respond::{body_bytes, json, json_response};
 use crate::repository::{ModelEntry, VersionEntry, VersionState};
 use crate::runtime::{Signature, TensorSpec};
-use crate::serving::infer::{self, Outcome, Protocol};
+use crate::serving::infer::{self, Outcome, Protocol, RunOptions};
 use crate::serving::{AppState, ServeError};
 use crate::traffic::{self, RouteError, Target, VersionSelector};
 
@@ -490,35 +491,61 @@ async fn run_predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let caller = request::caller(state, headers);
+    let caller = match request::caller(state, headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
         Err(ServeError::Route(e)) => return route_error(e).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let result = match body_bytes(body, state.settings.body_limit) {
-        Ok(body) => predict_json(state, &target, &body, headers).await,
-        Err(e) => Err(e),
+        Ok(body) => predict_json(state, &target, body, headers).await,
+        Err(e) => Err(e.into()),
     };
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    let (mut resp, outcome) = match result {
+        Ok(resp) => (resp, Outcome::Served),
+        Err(e) => (e.error.into_response(), e.outcome),
+    };
     request::route_headers(&mut resp, &target);
-    let outcome = Outcome::of_status(resp.status().as_u16());
     infer::observe(state, &target, Protocol::V1, outcome, started.elapsed());
     resp
+}
+
+/// Bodies at least this large are decoded on a blocking thread.
+const DECODE_INLINE_MAX: usize = 64 << 10;
+
+/// Decodes a predict body; a large one on a blocking thread, so that
+/// decoding megabytes of JSON does not hold up the async workers that read
+/// other requests' bodies and answer probes. The body is dropped once
+/// decoded: only the tensors stay while the model runs.
+async fn decode_off_the_workers(body: Bytes, target: &Target) -> Result<predict::Decoded, ApiError> {
+    let model = target.model.name.clone();
+    let signature = target.runtime.signature().clone();
+    if body.len() < DECODE_INLINE_MAX {
+        return decode::decode_request(&body, &signature, &model);
+    }
+    tokio::task::spawn_blocking(move || decode::decode_request(&body, &signature, &model))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding the request failed: {e}")))?
 }
 
 /// Decodes a predict body, runs it on `target`, encodes the answer.
 async fn predict_json(
     state: &AppState,
     target: &Target,
-    body: &[u8],
+    body: Bytes,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PredictError> {
     let model = target.model.name.as_str();
-    let request = predict::decode_request(body, target.runtime.signature(), model)?;
-    let timeout = request::request_timeout(headers, target.runtime.config().timeout_ms)?;
+    let request = decode_off_the_workers(body, target).await?;
+    let options = RunOptions {
+        client_timeout: request::client_timeout(headers)?,
+        reject_nonfinite: request::reject_nonfinite(headers),
+    };
     let mirror = target.shadow.as_ref().map(|_| request.inputs.clone());
-    let outputs = infer::run(target, request.inputs, timeout).await?;
+    let outputs = infer::run(target, request.inputs, options).await?;
     let request_id = request::request_id(headers);
     infer::remember(state, request_id.as_deref(), target);
     if let Some(inputs) = mirror {

@@ -67,3 +67,11 @@ pub fn act(r: &Rollout, action: Action, now: f64) -> Result<(Rollout, Event), Re
     let e = n.event(now, decision, Value::Null, "admin");
     Ok((n, e))
 }
+
+/// Aborts a rollout for a reason the controller found outside an analysis
+/// (e.g. its policy cannot be applied after a restart).
+pub fn abort(r: &Rollout, reason: String, now: f64, metrics: Value) -> (Rollout, Event) {
+    let mut n = r.clone();
+    let e = n.abort_event(reason, now, metrics);
+    (n, e)
+}

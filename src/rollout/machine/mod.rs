@@ -8,7 +8,7 @@ mod act;
 mod decide;
 mod state;
 
-pub use act::{act, Refused};
+pub use act::{abort, act, Refused};
 pub use decide::decide;
 pub use state::{analysis_due, Action, Event, Observation, Phase, Rollout, Stage};
 

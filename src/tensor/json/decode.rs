@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use half::f16;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
-use crate::tensor::{element_count, shape_string, DataType, Tensor, TensorData};
+use super::element::{nonfinite, refusal, show_f64, Element};
+use crate::tensor::{element_count, shape_string, DataType, TensorData};
 
 /// Why a JSON `data` array could not become a tensor.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -20,6 +20,8 @@ pub enum DecodeError {
     Count { got: usize, want: usize, shape: String },
     #[error("nested data does not match shape {shape}")]
     Nesting { shape: String },
+    #[error("nested data is not rectangular (its rows differ in length or depth)")]
+    Ragged,
     #[error("{0}")]
     Element(String),
 }
@@ -71,48 +73,6 @@ pub fn decode_with(
         });
     }
     Ok(data)
-}
-
-/// Builds a tensor from a nested JSON array, taking the shape from the
-/// nesting (`[[1, 2, 3]]` → `[1, 3]`). Used for samples and V1 instances.
-pub fn tensor_from_value(
-    name: &str,
-    value: &serde_json::Value,
-    dtype: DataType,
-) -> Result<Tensor, DecodeError> {
-    tensor_from_value_with(name, value, dtype, DecodeOptions::default())
-}
-
-/// [`tensor_from_value`] with protocol-specific options.
-pub fn tensor_from_value_with(
-    name: &str,
-    value: &serde_json::Value,
-    dtype: DataType,
-    options: DecodeOptions,
-) -> Result<Tensor, DecodeError> {
-    let shape = value_shape(value);
-    let data = decode_with(&value.to_string(), dtype, &shape, options)?;
-    Ok(Tensor {
-        name: name.to_string(),
-        shape,
-        data,
-    })
-}
-
-/// The shape a nested JSON value claims, read along its first elements
-/// (`[[1, 2, 3]]` → `[1, 3]`, a scalar → `[]`). Raggedness further in is
-/// only found when the value is decoded.
-pub fn value_shape(value: &serde_json::Value) -> Vec<i64> {
-    let mut shape = Vec::new();
-    let mut cur = value;
-    while let serde_json::Value::Array(items) = cur {
-        shape.push(items.len() as i64);
-        match items.first() {
-            Some(first) => cur = first,
-            None => break,
-        }
-    }
-    shape
 }
 
 /// serde_json appends " at line L column C"; keep the message, drop positions
@@ -171,94 +131,6 @@ impl Walk<'_> {
     }
 }
 
-/// One JSON scalar converted to an element type.
-trait Element: Sized {
-    const WHAT: &'static str;
-    fn from_f64(_v: f64) -> Option<Self> {
-        None
-    }
-    fn from_i64(v: i64) -> Option<Self>;
-    fn from_u64(v: u64) -> Option<Self>;
-    fn from_bool(_v: bool) -> Option<Self> {
-        None
-    }
-    fn from_str(_v: &str) -> Option<Self> {
-        None
-    }
-}
-
-macro_rules! int_element {
-    ($t:ty, $what:literal) => {
-        impl Element for $t {
-            const WHAT: &'static str = $what;
-            fn from_i64(v: i64) -> Option<Self> {
-                <$t>::try_from(v).ok()
-            }
-            fn from_u64(v: u64) -> Option<Self> {
-                <$t>::try_from(v).ok()
-            }
-        }
-    };
-}
-int_element!(u8, "UINT8");
-int_element!(u16, "UINT16");
-int_element!(u32, "UINT32");
-int_element!(u64, "UINT64");
-int_element!(i8, "INT8");
-int_element!(i16, "INT16");
-int_element!(i32, "INT32");
-int_element!(i64, "INT64");
-
-macro_rules! float_element {
-    ($t:ty, $what:literal, $from:expr) => {
-        impl Element for $t {
-            const WHAT: &'static str = $what;
-            fn from_f64(v: f64) -> Option<Self> {
-                Some($from(v))
-            }
-            fn from_i64(v: i64) -> Option<Self> {
-                Some($from(v as f64))
-            }
-            fn from_u64(v: u64) -> Option<Self> {
-                Some($from(v as f64))
-            }
-        }
-    };
-}
-float_element!(f32, "FP32", |v: f64| v as f32);
-float_element!(f64, "FP64", |v: f64| v);
-float_element!(f16, "FP16", f16::from_f64);
-
-impl Element for bool {
-    const WHAT: &'static str = "BOOL";
-    fn from_i64(v: i64) -> Option<Self> {
-        match v {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        Self::from_i64(i64::try_from(v).ok()?)
-    }
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
-}
-
-impl Element for Vec<u8> {
-    const WHAT: &'static str = "BYTES";
-    fn from_i64(_v: i64) -> Option<Self> {
-        None
-    }
-    fn from_u64(_v: u64) -> Option<Self> {
-        None
-    }
-    fn from_str(v: &str) -> Option<Self> {
-        Some(v.as_bytes().to_vec())
-    }
-}
-
 /// Seed that appends every scalar under one JSON value to `out`.
 struct Flatten<'a, 's, T> {
     out: &'a mut Vec<T>,
@@ -266,15 +138,20 @@ struct Flatten<'a, 's, T> {
     depth: usize,
 }
 
-impl<'a, 's, T> Flatten<'a, 's, T> {
-    fn push<E: de::Error>(self, v: Option<T>, shown: fmt::Arguments<'_>, what: &str) -> Result<(), E> {
+impl<'a, 's, T: Element> Flatten<'a, 's, T> {
+    fn push<E: de::Error>(
+        self,
+        v: Option<T>,
+        shown: fmt::Arguments<'_>,
+        finite_number: bool,
+    ) -> Result<(), E> {
         self.walk.leaf(self.depth).map_err(E::custom)?;
         match v {
             Some(v) => {
                 self.out.push(v);
                 Ok(())
             }
-            None => Err(E::custom(format!("element {shown} is not a valid {what}"))),
+            None => Err(E::custom(refusal::<T>(shown, finite_number))),
         }
     }
 }
@@ -294,24 +171,24 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.push(T::from_bool(v), format_args!("{v}"), T::WHAT)
+        self.push(T::from_bool(v), format_args!("{v}"), false)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.push(T::from_i64(v), format_args!("{v}"), T::WHAT)
+        self.push(T::from_i64(v), format_args!("{v}"), true)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.push(T::from_u64(v), format_args!("{v}"), T::WHAT)
+        self.push(T::from_u64(v), format_args!("{v}"), true)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(T::from_f64(v), format_args!("{v}"), T::WHAT)
+        self.push(T::from_f64(v), format_args!("{}", show_f64(v)), v.is_finite())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         if let Some(x) = T::from_str(v) {
-            return self.push(Some(x), format_args!(""), T::WHAT);
+            return self.push(Some(x), format_args!(""), false);
         }
         if self.walk.nonfinite_strings {
             if let Some(x) = nonfinite(v) {
-                return self.push(T::from_f64(x), format_args!("{v}"), T::WHAT);
+                return self.push(T::from_f64(x), format_args!("{v}"), false);
             }
         }
         let shown = if v.len() > 32 {
@@ -319,10 +196,10 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
         } else {
             v
         };
-        self.push(None, format_args!("{shown:?}"), T::WHAT)
+        self.push(None, format_args!("{shown:?}"), false)
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.push(None, format_args!("null"), T::WHAT)
+        self.push(None, format_args!("null"), false)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -340,16 +217,6 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
             len += 1;
         }
         self.walk.array_end(self.depth, len).map_err(de::Error::custom)
-    }
-}
-
-/// The non-finite float a proto3 JSON string names.
-fn nonfinite(s: &str) -> Option<f64> {
-    match s {
-        "NaN" => Some(f64::NAN),
-        "Infinity" => Some(f64::INFINITY),
-        "-Infinity" => Some(f64::NEG_INFINITY),
-        _ => None,
     }
 }
 
@@ -488,15 +355,5 @@ mod tests {
         // Why non-finite tokens are not rewritten to 1e999: serde_json
         // rejects numbers that overflow f64 instead of reading infinity.
         assert!(serde_json::from_str::<f64>("1e999").is_err());
-    }
-
-    #[test]
-    fn value_shapes_follow_first_elements() {
-        let v: serde_json::Value = serde_json::from_str("[[1, 2, 3], [4, 5, 6]]").unwrap();
-        assert_eq!(value_shape(&v), vec![2, 3]);
-        assert_eq!(value_shape(&serde_json::json!(7)), Vec::<i64>::new());
-        assert_eq!(value_shape(&serde_json::json!([])), vec![0]);
-        let t = tensor_from_value("x", &v, DataType::Int64).unwrap();
-        assert_eq!(t.shape, vec![2, 3]);
     }
 }

@@ -1,5 +1,6 @@
 //! A running *server*: both listeners, the background tasks (initial load,
-//! rollout ticks, repository polling, guard sweeping) and graceful shutdown.
+//! rollout restore and ticks, repository polling, guard sweeping, breaker
+//! probes) and graceful shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
 //! already answers 503 (so load balancers stop sending) but both listeners
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::listener::{self, ListenerSettings};
 use crate::config::Config;
 use crate::repository::Repository;
 use crate::serving::AppState;
@@ -82,11 +84,25 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let tasks_stop = CancellationToken::new();
     spawn_background(&state, &config, tasks_stop.clone());
     let drain = Duration::from_secs(config.drain_secs);
-    let data = serve(listener, crate::api::app(state.clone()), state.clone(), drain);
-    let admin = serve(
+    let bounds = |name| ListenerSettings {
+        name,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    let stopping = state.shutdown_token().clone();
+    let data = listener::serve(
+        listener,
+        crate::api::app(state.clone()),
+        bounds("data"),
+        stopping.clone(),
+        drain,
+    );
+    let admin = listener::serve(
         admin_listener,
         crate::api::admin_app(state.clone()),
-        state.clone(),
+        bounds("admin"),
+        stopping,
         drain,
     );
     Ok(Server {
@@ -110,7 +126,9 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
         let repo = loader.repo.clone();
         let _ = tokio::task::spawn_blocking(move || repo.load_all()).await;
         // active rollouts get their weights back before readiness turns 200
-        loader.rollouts.restore();
+        // (restoring may load versions and writes the state database)
+        let rollouts = loader.rollouts.clone();
+        let _ = tokio::task::spawn_blocking(move || rollouts.restore()).await;
         loader.mark_restored();
         let weak = Arc::downgrade(&loader);
         drop(loader);
@@ -128,12 +146,22 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
                 &until_ticks,
                 weak,
                 move |state| async move {
-                    let repo = state.repo.clone();
-                    let _ = tokio::task::spawn_blocking(move || repo.poll(window)).await;
+                    let (repo, rollouts) = (state.repo.clone(), state.rollouts.clone());
+                    // an active rollout's versions stay, whatever the disk says
+                    let keep = move |m: &str, v: u64| rollouts.holds(m, v);
+                    let _ = tokio::task::spawn_blocking(move || repo.poll_keeping(window, keep)).await;
                 },
             );
         }
     }));
+    // Open breakers are probed once their open period is over, so they
+    // close again even when no user traffic reaches their version.
+    every(
+        Duration::from_secs(1),
+        &stop,
+        Arc::downgrade(state),
+        |state| async move { crate::serving::probe::probe_breakers(&state).await },
+    );
     // Rate-limit keys with full buckets are dropped and breakers of versions
     // that left the repository pruned, so the guard's memory stays bounded.
     every(
@@ -169,28 +197,6 @@ where
             f(state).await;
         }
     }));
-}
-
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    state: Arc<AppState>,
-    drain: Duration,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small JSON answers must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let stopping = state.shutdown_token().clone();
-    drop(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            // readiness is 503 from the moment the token is cancelled
-            stopping.cancelled().await;
-            tokio::time::sleep(drain).await;
-        })
-        .await
 }
 
 /// `switchyard serve`: start, log where to send requests, stop gracefully
