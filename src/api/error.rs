@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::repository::PolicyError;
 use crate::rollout::controller::RolloutError;
 use crate::runtime::RuntimeError;
+use crate::serving::catalog::CatalogError;
 use crate::serving::ServeError;
 use crate::traffic::RouteError;
 
@@ -136,6 +137,17 @@ impl From<ServeError> for ApiError {
                 RuntimeError::BadInput(_) => ApiError::BadRequest(message),
                 RuntimeError::Inference(_) => ApiError::Internal(message),
             },
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> ApiError {
+        match e {
+            CatalogError::NoSuchModel(_) | CatalogError::LoadFailed { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            CatalogError::Unload(e) => e.into(),
         }
     }
 }

@@ -1,14 +1,18 @@
 //! What every front end shares: the server's state, the predict pipeline
 //! (admit → route → run → observe), readiness, the memory of recent request
-//! ids for feedback, and the metrics refresh. HTTP (`api`) and gRPC call
-//! into it; nothing here knows a wire format.
+//! ids for feedback, the metrics refresh, and the wire-independent answers
+//! of model metadata, statistics and the model repository. HTTP (`api`) and
+//! gRPC (`grpc`) call into it; nothing here knows a wire format.
 
+pub mod catalog;
+pub mod describe;
 pub mod error;
 pub mod infer;
 pub mod readiness;
 pub mod recent;
 pub mod scrape;
 pub mod state;
+pub mod stats;
 
 pub use error::ServeError;
 pub use infer::{Outcome, Protocol};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -124,6 +125,20 @@ impl AppState {
     /// `max_in_flight` requests are being served (shed it).
     pub fn try_enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// True when an `Authorization` value carries the admin token
+    /// (`Bearer <token>`, compared in constant time), or when no token is
+    /// configured. Guards the admin API and the repository API of every
+    /// front end.
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        let Some(expected) = self.settings.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+            return true;
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     }
 
     /// Data-plane requests being served now.
