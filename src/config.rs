@@ -28,6 +28,24 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
 
+    /// Address of the gRPC listener (Open Inference Protocol, grpc.health.v1,
+    /// reflection), or `off`.
+    #[arg(long, env = "SWITCHYARD_GRPC_LISTEN", default_value = "0.0.0.0:8001")]
+    pub grpc_listen: Listen,
+
+    /// Serve the model-repository RPCs on gRPC (RepositoryIndex,
+    /// RepositoryModelLoad, RepositoryModelUnload; behind the admin token).
+    #[arg(
+        long,
+        env = "SWITCHYARD_REPOSITORY_API",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub repository_api: bool,
+
     /// The ONNX Runtime shared library (defaults to $ORT_DYLIB_PATH, else
     /// .onnxruntime/libonnxruntime.so.1.31.1).
     #[arg(long, env = "SWITCHYARD_ONNXRUNTIME_LIB")]
@@ -115,6 +133,7 @@ impl Config {
         config.state_dir = config.model_repository.join(".state");
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.grpc_listen = Listen::At("127.0.0.1:0".parse().expect("loopback address"));
         config
     }
 
@@ -157,6 +176,7 @@ impl Config {
                 .parse()
                 .unwrap_or(axum::http::HeaderName::from_static("x-user-id")),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            repository_api: self.repository_api,
             body_limit: self.body_limit,
             rollback_window: self.rollback_window,
             shadow_queue: self.shadow_queue,
@@ -180,6 +200,46 @@ impl Config {
         self.onnxruntime_lib
             .clone()
             .unwrap_or_else(crate::runtime::onnx::default_library_path)
+    }
+}
+
+/// Where an optional listener listens: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address, unless the listener is off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.trim()
+            .parse()
+            .map(Listen::At)
+            .map_err(|_| format!("'{s}' is neither an address like 0.0.0.0:8001 nor 'off'"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::At(addr) => addr.fmt(f),
+        }
     }
 }
 
@@ -236,6 +296,8 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.grpc_listen.to_string(), "0.0.0.0:8001");
+        assert!(!c.repository_api);
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.body_limit, 8 << 20);
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
@@ -249,6 +311,23 @@ mod tests {
             (100, 60, Some(10))
         );
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_grpc_listener_can_be_turned_off_and_the_repository_api_on() {
+        let c = ServeFlags::parse_from(["serve", "--grpc-listen", "off", "--repository-api"]).config;
+        assert_eq!(c.grpc_listen, Listen::Off);
+        assert!(c.repository_api && c.settings().repository_api);
+        let c = ServeFlags::parse_from([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:9001",
+            "--repository-api=false",
+        ])
+        .config;
+        assert_eq!(c.grpc_listen.addr(), Some("127.0.0.1:9001".parse().unwrap()));
+        assert!(!c.repository_api);
+        assert!(ServeFlags::try_parse_from(["serve", "--grpc-listen", "8001"]).is_err());
     }
 
     #[test]

@@ -59,6 +59,23 @@ impl Outcome {
         }
     }
 
+    /// The outcome a pipeline error stands for (the same as the HTTP status
+    /// it maps to): refusals before a version ran (rate limit, routing) and
+    /// load or lifecycle refusals say nothing about the version; a missed
+    /// deadline or an inference error are its failures.
+    pub fn of_error(error: &ServeError) -> Outcome {
+        use crate::runtime::RuntimeError;
+        match error {
+            ServeError::RateLimited { .. } => Outcome::Rejected,
+            ServeError::Route(_) => Outcome::Refused,
+            ServeError::Runtime { error, .. } => match error {
+                RuntimeError::BadInput(_) => Outcome::Rejected,
+                RuntimeError::QueueFull(_) | RuntimeError::Closed => Outcome::Refused,
+                RuntimeError::Deadline(_) | RuntimeError::Inference(_) => Outcome::Failed,
+            },
+        }
+    }
+
     /// The `status` label of the requests counter.
     pub fn status_class(self) -> &'static str {
         match self {

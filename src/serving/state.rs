@@ -25,6 +25,9 @@ pub struct Settings {
     pub user_header: axum::http::HeaderName,
     /// Bearer token of the admin API and the repository API; `None` = open.
     pub admin_token: Option<String>,
+    /// Serve the repository RPCs on gRPC (`RepositoryIndex`,
+    /// `RepositoryModelLoad`, `RepositoryModelUnload`); off by default.
+    pub repository_api: bool,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// How long a replaced stable version stays loaded for rollback.
