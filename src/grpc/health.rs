@@ -6,9 +6,10 @@
 //! `grpc_health_probe` call `Check`; load balancers `Watch`.
 //!
 //! `Check` reads readiness when it is asked. `Watch` streams come from
-//! tonic-health's reporter, which a task keeps in step with readiness (at
-//! once when shutdown begins, else within [`POLL`]); they end when the drain
-//! is over, so they never hold a stopping server open.
+//! tonic-health's reporter: each starts from the readiness of the moment,
+//! and a task tells them every change (at once when shutdown begins, else
+//! within [`POLL`]); they end when the drain is over, so they never hold a
+//! stopping server open.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// `grpc.health.v1.Health` answering from readiness.
 pub struct ReadinessHealth {
     state: Arc<AppState>,
+    reported: Reported,
     watches: HealthService,
     drained: CancellationToken,
 }
@@ -46,22 +48,48 @@ fn status_of(state: &AppState) -> ServingStatus {
     }
 }
 
-/// The health service over `state`: NOT_SERVING from the start, then kept
-/// in step with readiness by a task that ends with `stop`; `Watch` streams
-/// end once `drained` is cancelled.
+/// What the reporter last told `Watch` streams, behind a lock held while
+/// telling them, so updates from the task and from new watches never cross.
+#[derive(Clone)]
+struct Reported {
+    reporter: HealthReporter,
+    last: Arc<tokio::sync::Mutex<ServingStatus>>,
+}
+
+impl Reported {
+    /// Tells the watchers the state's readiness if it changed.
+    async fn sync(&self, state: &AppState) {
+        let mut last = self.last.lock().await;
+        let now = status_of(state);
+        if now != *last {
+            for s in SERVICES {
+                self.reporter.set_service_status(s, now).await;
+            }
+            *last = now;
+        }
+    }
+}
+
+/// The health service over `state`: starts from the current readiness, is
+/// kept in step with it by a task that ends with `stop`; `Watch` streams end
+/// once `drained` is cancelled.
 pub async fn service(
     state: &Arc<AppState>,
     drained: CancellationToken,
     stop: CancellationToken,
 ) -> HealthServer<ReadinessHealth> {
     let reporter = HealthReporter::new();
-    let mut last = status_of(state);
+    let first = status_of(state);
     for s in SERVICES {
-        reporter.set_service_status(s, last).await;
+        reporter.set_service_status(s, first).await;
     }
+    let reported = Reported {
+        reporter: reporter.clone(),
+        last: Arc::new(tokio::sync::Mutex::new(first)),
+    };
     let weak: Weak<AppState> = Arc::downgrade(state);
     let shutdown = state.shutdown_token().clone();
-    let sync = reporter.clone();
+    let sync = reported.clone();
     tokio::spawn(stop.run_until_cancelled_owned(async move {
         loop {
             if shutdown.is_cancelled() {
@@ -73,18 +101,12 @@ pub async fn service(
                 }
             }
             let Some(state) = weak.upgrade() else { return };
-            let now = status_of(&state);
-            drop(state);
-            if now != last {
-                for s in SERVICES {
-                    sync.set_service_status(s, now).await;
-                }
-                last = now;
-            }
+            sync.sync(&state).await;
         }
     }));
     HealthServer::new(ReadinessHealth {
         state: state.clone(),
+        reported,
         watches: HealthService::from_health_reporter(reporter),
         drained,
     })
@@ -109,6 +131,8 @@ impl Health for ReadinessHealth {
     type WatchStream = BoxStream<HealthCheckResponse>;
 
     async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        // a new watcher starts from the readiness of now, not of the last poll
+        self.reported.sync(&self.state).await;
         let stream = self.watches.watch(req).await?.into_inner();
         let drained = self.drained.clone().cancelled_owned();
         Ok(Response::new(Box::pin(stream.take_until(drained))))

@@ -26,8 +26,9 @@ use crate::serving::AppState;
 pub struct RouterError(#[from] tonic_reflection::server::Error);
 
 /// Every gRPC service of the listener. The health task ends with `stop`;
-/// health `Watch` streams end once `drained` is cancelled. Messages are
-/// limited to the body limit, as HTTP bodies are.
+/// health `Watch` streams end once `drained` is cancelled. Request messages
+/// are limited to the body limit, as HTTP bodies are (RESOURCE_EXHAUSTED
+/// beyond it).
 pub async fn app(
     state: Arc<AppState>,
     drained: CancellationToken,
@@ -47,5 +48,30 @@ pub async fn app(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .prepare();
-    Ok(routes.into_axum_router())
+    Ok(routes
+        .into_axum_router()
+        .layer(axum::middleware::map_response(oversized_is_resource_exhausted)))
+}
+
+/// The start of tonic's message for an oversized request, as sent
+/// (percent-encoded; tests/grpc.rs checks it still matches).
+const TOO_LARGE: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
+
+/// tonic refuses a message over the decoding limit (before buffering it)
+/// with OUT_OF_RANGE; gRPC's own servers, Triton's included, say
+/// RESOURCE_EXHAUSTED, which is what clients expect. Such a refusal is a
+/// trailers-only answer, so the code is in the response headers.
+async fn oversized_is_resource_exhausted(mut resp: axum::response::Response) -> axum::response::Response {
+    let headers = resp.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.as_bytes().starts_with(TOO_LARGE));
+    if oversized {
+        headers.insert(
+            "grpc-status",
+            axum::http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+    resp
 }
