@@ -140,7 +140,7 @@ async fn run(
     // the selected outputs, in the order asked for (moved, not copied)
     let mut slots: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
     let chosen: Vec<Tensor> = selected.iter().filter_map(|&i| slots[i].take()).collect();
-    let raw = answer_raw(raw_request, &chosen.iter().collect::<Vec<_>>());
+    let raw = answer_raw(raw_request, &chosen);
     let (outputs, raw_output_contents) = encode_outputs(chosen, raw);
     Ok(ModelInferResponse {
         model_name: model.to_string(),

@@ -150,7 +150,7 @@ fn narrow<W: Copy + std::fmt::Display, T: TryFrom<W>>(
 /// True when outputs must go back as raw contents: the request sent raw
 /// inputs, or an output has no typed field (raw and typed outputs cannot
 /// be mixed: raw entries pair with outputs by position).
-pub(super) fn answer_raw(request_raw: bool, outputs: &[&Tensor]) -> bool {
+pub(super) fn answer_raw(request_raw: bool, outputs: &[Tensor]) -> bool {
     request_raw || outputs.iter().any(|t| field_of(t.dtype()).is_none())
 }
 
@@ -335,6 +335,6 @@ mod tests {
             shape: vec![1],
             data: TensorData::Fp16(vec![half::f16::ONE]),
         };
-        assert!(answer_raw(false, &[&fp16]));
+        assert!(answer_raw(false, &[fp16]));
     }
 }
