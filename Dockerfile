@@ -10,7 +10,7 @@
 #
 # Admin listener: the image listens for admin on 0.0.0.0:8081 so that
 # Prometheus and `kubectl port-forward` reach /metrics and the admin API.
-# SPEC §6: a non-loopback admin listener requires SWITCHYARD_ADMIN_TOKEN; the
+# A non-loopback admin listener requires SWITCHYARD_ADMIN_TOKEN; the
 # Kubernetes manifests (deploy/k8s) supply it from a Secret. With a plain
 # `docker run`, pass `-e SWITCHYARD_ADMIN_TOKEN=...` (see docs/kubernetes.md).
 
@@ -68,8 +68,9 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
-EXPOSE 8080 8081
+# 8080 HTTP data, 8081 admin and metrics, 8001 gRPC
+EXPOSE 8080 8081 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/health"]
 ENTRYPOINT ["switchyard"]
-CMD ["serve", "--model-repository", "/models", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:8081"]
+CMD ["serve", "--model-repository", "/models", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:8081", "--grpc-listen", "0.0.0.0:8001"]

@@ -4,7 +4,8 @@
 //! `$OUT_DIR/inference_descriptor.bin` (for server reflection) and handed to
 //! tonic-prost-build for the message types and the tonic server and client
 //! (`$OUT_DIR/inference.rs`; the server trait's methods default to
-//! UNIMPLEMENTED). Runs again only when proto/ changes.
+//! UNIMPLEMENTED; raw tensor contents are `bytes::Bytes`). Runs again only
+//! when proto/ changes.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true) // for tests and tools
         // every RPC the service does not implement answers UNIMPLEMENTED
         .generate_default_stubs(true)
+        // Raw tensor contents as `bytes::Bytes`: decoding slices the
+        // received buffer instead of copying each tensor into a Vec first.
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust, idempotently:
 # - .venv/test: a Python venv with the stock clients of tests/clients/requirements.txt
-#   (tritonclient, kserve, grpcio-health-checking), used by tests/clients.rs
+#   (tritonclient, kserve, grpcio-health-checking, grpcio-reflection), used by tests/clients.rs
 #   and tests/grpc_proto.rs. The venv is rebuilt when
 #   requirements.txt changes (its sha256 is stamped inside the venv).
 # - prometheus and promtool (Debian package prometheus), used by tests/metrics.rs,
@@ -40,7 +40,7 @@ if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$
 fi
 # tritonclient.grpc and kserve both register package `inference` in protobuf's
 # default descriptor pool: one process cannot import both.
-for modules in "tritonclient.http, tritonclient.grpc, grpc_health.v1.health_pb2, numpy" "kserve, numpy"; do
+for modules in "tritonclient.http, tritonclient.grpc, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.proto_reflection_descriptor_database, numpy" "kserve, numpy"; do
   "$VENV/bin/python" -c "import $modules" || { rm -rf "$VENV"; exit 1; }
 done
 echo "$want" > "$STAMP"

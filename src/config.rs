@@ -28,6 +28,25 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
 
+    /// Address of the gRPC listener (Open Inference Protocol, grpc.health.v1,
+    /// reflection), or `off`.
+    #[arg(long, env = "SWITCHYARD_GRPC_LISTEN", default_value = "0.0.0.0:8001")]
+    pub grpc_listen: Listen,
+
+    /// Serve Triton's model-repository API: /v2/repository/... on the data
+    /// listener and the Repository* RPCs on gRPC. It needs the admin token
+    /// (required when either listener is off loopback).
+    #[arg(
+        long,
+        env = "SWITCHYARD_REPOSITORY_API",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub repository_api: bool,
+
     /// The ONNX Runtime shared library (defaults to $ORT_DYLIB_PATH, else
     /// .onnxruntime/libonnxruntime.so.1.31.1).
     #[arg(long, env = "SWITCHYARD_ONNXRUNTIME_LIB")]
@@ -53,11 +72,6 @@ pub struct Config {
     /// when the admin listener is not on loopback.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-
-    /// Serve Triton's model-repository API (/v2/repository/...) on the data
-    /// listener too; it needs the admin token (required off loopback).
-    #[arg(long, env = "SWITCHYARD_REPOSITORY_API")]
-    pub repository_api: bool,
 
     /// Bearer token that may post feedback on the data listener (the admin
     /// token may too); without any token, feedback is open on a loopback
@@ -167,6 +181,7 @@ impl Config {
         config.state_dir = config.model_repository.join(".state");
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.admin_listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.grpc_listen = Listen::At("127.0.0.1:0".parse().expect("loopback address"));
         config
     }
 
@@ -205,6 +220,14 @@ impl Config {
                  set SWITCHYARD_ADMIN_TOKEN (or --admin-token)",
                 self.listen
             ));
+        }
+        if let Some(grpc) = self.grpc_listen.addr().filter(|a| !a.ip().is_loopback()) {
+            if self.repository_api && no_token {
+                return Err(format!(
+                    "--repository-api exposes model loading on the gRPC listener {grpc}, which is not on \
+                     loopback: set SWITCHYARD_ADMIN_TOKEN (or --admin-token), or --grpc-listen off"
+                ));
+            }
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -269,6 +292,46 @@ impl Config {
     }
 }
 
+/// Where an optional listener listens: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address, unless the listener is off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.trim()
+            .parse()
+            .map(Listen::At)
+            .map_err(|_| format!("'{s}' is neither an address like 0.0.0.0:8001 nor 'off'"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
 /// The `serve` flags alone, for [`Config::defaults`] and tests.
 #[derive(Debug, Parser)]
 struct ServeFlags {
@@ -329,6 +392,8 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.grpc_listen.to_string(), "0.0.0.0:8001");
+        assert!(!c.repository_api);
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.body_limit, 8 << 20);
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
@@ -367,11 +432,33 @@ mod tests {
         c.admin_token = None;
         assert!(c.validate().unwrap_err().contains("--repository-api"));
         c.listen = "127.0.0.1:8080".parse().unwrap();
+        assert!(
+            c.validate().unwrap_err().contains("gRPC listener"),
+            "the default gRPC listener is public"
+        );
+        c.grpc_listen = Listen::Off;
         assert!(c.validate().is_ok(), "loopback without a token is allowed");
         c.listen = "0.0.0.0:8080".parse().unwrap();
         c.admin_token = Some("s3cret".into());
         assert!(c.validate().is_ok());
         assert!(!Config::defaults().repository_api, "off by default");
+    }
+
+    #[test]
+    fn the_grpc_listener_can_be_turned_off_and_the_repository_api_on() {
+        let c = ServeFlags::parse_from(["serve", "--grpc-listen", "off", "--repository-api"]).config;
+        assert_eq!(c.grpc_listen, Listen::Off);
+        assert!(c.repository_api && c.settings().repository_api);
+        let c = ServeFlags::parse_from([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:9001",
+            "--repository-api=false",
+        ])
+        .config;
+        assert_eq!(c.grpc_listen.addr(), Some("127.0.0.1:9001".parse().unwrap()));
+        assert!(!c.repository_api);
+        assert!(ServeFlags::try_parse_from(["serve", "--grpc-listen", "8001"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! switchyard serves ONNX models over HTTP (TF Serving REST "V1", the Open
-//! Inference Protocol "V2") and rolls new model versions out safely inside
-//! the process.
+//! Inference Protocol "V2") and gRPC (the Open Inference Protocol's
+//! `inference.GRPCInferenceService`) and rolls new model versions out safely
+//! inside the process.
 //!
-//! Requests flow api → serving → traffic → runtime; the control plane
+//! Requests flow api/grpc → serving → traffic → runtime; the control plane
 //! (repository, rollout) only swaps immutable snapshots that the data plane
 //! reads. Each top-level module is a layer and imports only the layers
 //! listed before it (checked by `layers.py src --order` in CI):
@@ -15,9 +16,9 @@
 //! 6. [`repository`]: the model repository on disk, `config.toml`, loading, snapshots, policy edits.
 //! 7. [`traffic`]: the routing decision for one request; shadow mirroring.
 //! 8. [`rollout`]: rollout specs, the pure state machine, analysis, statistics, validation, the store and the controller.
-//! 9. [`serving`]: what every front end shares: the state, the predict pipeline, readiness, metrics refresh.
+//! 9. [`serving`]: what every front end shares: the state, the predict pipeline, readiness, metrics refresh, statistics, model metadata, the repository catalog.
 //! 10. [`api`]: HTTP: V1, V2, probes, feedback, the admin API, middleware, the status table.
-//! 11. [`grpc`]: the Open Inference Protocol over gRPC (the protocol, for now).
+//! 11. [`grpc`]: gRPC: the Open Inference Protocol service over the same pipeline, health, reflection, the code table.
 //! 12. [`config`]: the `serve` flags, read once and handed down as plain settings.
 //! 13. [`server`]: listeners, background tasks, graceful shutdown.
 //! 14. [`cli`]: the command line and the client subcommands.

@@ -1,6 +1,8 @@
-//! Stock clients against a real server: `tritonclient.http` and the KServe
-//! Python SDK's V2 REST client, run from the venv that `make setup-test`
-//! builds (.venv/test, pinned in tests/clients/requirements.txt).
+//! Stock clients against a real server: `tritonclient.http` and
+//! `tritonclient.grpc`, the KServe Python SDK's V2 REST and gRPC clients, a
+//! grpc_health_probe-style check and the README's grpcurl commands over
+//! server reflection, run from the venv that `make setup-test` builds
+//! (.venv/test, pinned in tests/clients/requirements.txt).
 //!
 //! The Python scripts in tests/clients/ do the checking; each prints one
 //! `ok:` line per check and exits non-zero on the first failure.
@@ -115,5 +117,78 @@ async fn kserve_rest_client_infers_digits() {
     )
     .await;
     assert!(out.contains("ok: labels equal across JSON and binary"), "{out}");
+    s.stop().await;
+}
+
+/// The clients' repository plus `unready`, a model whose only version
+/// failed to load (UNAVAILABLE, which clients retry).
+fn grpc_repo() -> TestRepo {
+    let repo = repo();
+    let dir = repo.path().join("unready/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.onnx"), b"not an ONNX model").unwrap();
+    repo
+}
+
+/// `127.0.0.1:port` of the server's gRPC listener.
+fn grpc_address(s: &TestServer) -> String {
+    s.grpc.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_grpc_speaks_raw_and_typed_contents() {
+    python(); // fail before starting a server when the venv is missing
+    let repo = grpc_repo();
+    let s = TestServer::start(repo.path()).await;
+    let (correct, _) = readme_accuracy("digits", 1);
+    let out = run_script(
+        "triton_grpc.py",
+        &[grpc_address(&s), correct.to_string()],
+        "triton_grpc: all checks passed",
+    )
+    .await;
+    assert!(out.contains("ok: typed labels equal the raw path"), "{out}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_grpc_client_infers_digits_and_honours_retry_pushback() {
+    python(); // fail before starting a server when the venv is missing
+    let repo = grpc_repo();
+    let s = TestServer::start(repo.path()).await;
+    let (correct, _) = readme_accuracy("digits", 1);
+    let out = run_script(
+        "kserve_grpc.py",
+        &[grpc_address(&s), correct.to_string()],
+        "kserve_grpc: all checks passed",
+    )
+    .await;
+    assert!(
+        out.contains("ok: the client waited the server's pushback"),
+        "{out}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_and_the_readme_grpcurl_commands_work_through_reflection() {
+    python(); // fail before starting a server when the venv is missing
+    let repo = grpc_repo();
+    let s = TestServer::start(repo.path()).await;
+    let label = common::digits_samples()[0].1;
+    let out = run_script(
+        "grpc_tools.py",
+        &[
+            grpc_address(&s),
+            root().join("README.md").display().to_string(),
+            label.to_string(),
+        ],
+        "grpc_tools: all checks passed",
+    )
+    .await;
+    assert!(
+        out.contains("ok: health of 'inference.GRPCInferenceService'"),
+        "{out}"
+    );
     s.stop().await;
 }

@@ -106,7 +106,7 @@ async fn stub_answers_unimplemented_and_reflection_serves_the_descriptors() {
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     let request = ModelInferRequest {
         model_name: "digits".into(),
-        raw_input_contents: vec![vec![0; 256]],
+        raw_input_contents: vec![vec![0u8; 256].into()],
         ..Default::default()
     };
     let status = client.model_infer(request.clone()).await.unwrap_err();

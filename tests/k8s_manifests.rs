@@ -3,7 +3,7 @@
 //! rendered with `kubectl kustomize`, parsed, and checked for what a rolling
 //! update without lost requests depends on; the configuration the pod would
 //! run with is parsed by the server's own flag parser, and the probe paths
-//! are asked of a real server.
+//! (and gRPC health checks) are asked of a real server.
 
 mod common;
 
@@ -236,7 +236,7 @@ fn int(m: &Manifests, v: &Value, what: &str) -> u64 {
 }
 
 /// Where the probes of one kustomization point: (listener, path), where the
-/// listener is "data" or "admin".
+/// listener is "data" or "admin", or ("grpc", health service name).
 type Probes = Vec<(&'static str, String)>;
 
 /// Checks one kustomization; returns its probes for the live check.
@@ -260,7 +260,9 @@ fn check(m: &Manifests) -> Probes {
         .flatten()
         .map(|p| int(m, &p["containerPort"], "containerPort"))
         .collect();
-    for (what, addr) in [("data", config.listen), ("admin", config.admin_listen)] {
+    let mut listeners = vec![("data", config.listen), ("admin", config.admin_listen)];
+    listeners.extend(config.grpc_listen.addr().map(|a| ("grpc", a)));
+    for (what, addr) in &listeners {
         assert!(
             addr.ip().is_unspecified(),
             "{}: the {what} listener {addr} is not on every interface",
@@ -274,25 +276,45 @@ fn check(m: &Manifests) -> Probes {
         );
     }
     let listener_of = |port: u16| -> &'static str {
-        if port == config.listen.port() {
-            "data"
-        } else if port == config.admin_listen.port() {
-            "admin"
-        } else {
-            panic!(
-                "{}: port {port} is neither the data nor the admin listener",
-                m.name
-            )
-        }
+        listeners
+            .iter()
+            .find(|(_, addr)| addr.port() == port)
+            .map(|(what, _)| *what)
+            .unwrap_or_else(|| panic!("{}: port {port} is no listener's {listeners:?}", m.name))
     };
 
-    // Probes: all three, over HTTP, on the data listener.
+    // Probes: all three; startup and liveness over HTTP on the data
+    // listener, readiness over HTTP there or over gRPC health on the gRPC
+    // listener (which reports the same readiness).
     let mut probes = Probes::new();
     for (kind, expected_path) in [
         ("startupProbe", None),
         ("livenessProbe", Some("/health")),
         ("readinessProbe", Some("/ready")),
     ] {
+        let grpc = &container[kind]["grpc"];
+        if kind == "readinessProbe" && grpc.is_object() {
+            assert!(
+                container[kind]["httpGet"].is_null(),
+                "{}: {kind} has two handlers",
+                m.name
+            );
+            let port = u16::try_from(int(m, &grpc["port"], "grpc probe port")).unwrap();
+            assert_eq!(
+                listener_of(port),
+                "grpc",
+                "{}: the gRPC {kind} must probe the gRPC listener",
+                m.name
+            );
+            let service = grpc["service"].as_str().unwrap_or("");
+            assert!(
+                switchyard::grpc::health::SERVICES.contains(&service),
+                "{}: the gRPC {kind} asks for service {service:?}, whose health is not readiness",
+                m.name
+            );
+            probes.push(("grpc", service.to_string()));
+            continue;
+        }
         let get = &container[kind]["httpGet"];
         let path = get["path"]
             .as_str()
@@ -428,12 +450,21 @@ fn check(m: &Manifests) -> Probes {
     );
     let service = m.one("Service");
     assert_selects(m, "Service", &service["spec"]["selector"], labels);
+    let mut exposed = Vec::new();
     for port in service["spec"]["ports"].as_array().expect("Service ports") {
         let target = port.get("targetPort").unwrap_or(&port["port"]);
-        assert_eq!(
-            listener_of(resolve_port(m, container, target)),
-            "data",
-            "{}: the Service exposes the data listener only",
+        let listener = listener_of(resolve_port(m, container, target));
+        assert!(
+            listener == "data" || listener == "grpc",
+            "{}: the Service exposes the data listeners (HTTP, gRPC) only, not {listener}",
+            m.name
+        );
+        exposed.push(listener);
+    }
+    if config.grpc_listen.addr().is_some() {
+        assert!(
+            exposed.contains(&"grpc"),
+            "{}: the gRPC listener is on but not on the Service",
             m.name
         );
     }
@@ -485,7 +516,7 @@ fn check(m: &Manifests) -> Probes {
 }
 
 /// The image: its HEALTHCHECK probes the data listener of its own CMD, and
-/// EXPOSE lists both listeners' ports.
+/// EXPOSE lists every listener's port.
 fn check_dockerfile() -> Probes {
     let mut argv = vec!["switchyard".to_string()];
     argv.extend(dockerfile_exec_form("CMD"));
@@ -497,7 +528,8 @@ fn check_dockerfile() -> Probes {
         .filter_map(|i| i.strip_prefix("EXPOSE "))
         .flat_map(|ports| ports.split_whitespace().map(|p| p.parse::<u16>().unwrap()))
         .collect();
-    for addr in [config.listen, config.admin_listen] {
+    let grpc = config.grpc_listen.addr().expect("the image serves gRPC");
+    for addr in [config.listen, config.admin_listen, grpc] {
         assert!(
             expose.contains(&addr.port()),
             "EXPOSE {expose:?} lacks {}",
@@ -539,7 +571,33 @@ async fn every_probe_path_is_served() {
 
     let repo = TestRepo::bundled(&["digits"]);
     let s = TestServer::start(repo.path()).await;
+    assert!(
+        probes.iter().any(|(listener, _)| *listener == "grpc"),
+        "no kustomization probes over gRPC: the example overlay shows that option"
+    );
     for (listener, path) in &probes {
+        if *listener == "grpc" {
+            let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: path.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status();
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving,
+                "gRPC health of {path:?}"
+            );
+            continue;
+        }
         let base = if *listener == "admin" { &s.admin } else { &s.base };
         let resp = s.client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(

@@ -1,7 +1,11 @@
--- wrk script for benches/peers/run.sh (lib.sh run_wrk): POSTs the JSON body
--- in the file named after `--` on wrk's command line, and writes wrk's summary
--- as one JSON object into the file named by $WRK_OUT (times in microseconds).
+-- wrk script for benches/peers/run.sh (lib.sh run_wrk) and
+-- benches/grpc_vs_http.sh: POSTs the body in the file named after `--` on
+-- wrk's command line (JSON unless a later "Name: value" argument sets
+-- Content-Type; each such argument is a request header), and writes wrk's
+-- summary as one JSON object into the file named by $WRK_OUT (times in
+-- microseconds).
 --   WRK_OUT=out.json wrk -t2 -c8 -d10s -s wrk_post.lua URL -- request.json
+--   WRK_OUT=out.json wrk ... URL -- request.bin "Content-Type: application/octet-stream" "Inference-Header-Content-Length: 97"
 
 function init(args)
   local f = assert(io.open(args[1], "rb"), "wrk_post.lua: no body file")
@@ -9,6 +13,11 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
   wrk.body = f:read("*a")
   f:close()
+  for i = 2, #args do
+    local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+    assert(name, "wrk_post.lua: a header argument is \"Name: value\", got " .. args[i])
+    wrk.headers[name] = value
+  end
 end
 
 function done(summary, latency, requests)

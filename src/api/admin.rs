@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
 use super::respond::{body_bytes, json};
 use crate::api::error::ApiError;
@@ -58,15 +57,8 @@ pub async fn require_token(State(state): State<Arc<AppState>>, request: Request,
 
 /// Checks the `Authorization: Bearer` header against the admin token.
 pub fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.settings.admin_token.as_deref().filter(|t| !t.is_empty()) else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if state.authorized(given) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized(

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::repository::{LoadError, NameError, PolicyError};
 use crate::rollout::controller::RolloutError;
 use crate::runtime::RuntimeError;
+use crate::serving::catalog::CatalogError;
 use crate::serving::{Outcome, ServeError};
 use crate::traffic::RouteError;
 
@@ -198,6 +199,19 @@ impl From<LoadError> for ApiError {
         match e {
             LoadError::Name(n) => n.into(),
             other => ApiError::NotFound(other.to_string()),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> ApiError {
+        match e {
+            CatalogError::BadName(e) => e.into(),
+            CatalogError::NoSuchModel(_) | CatalogError::LoadFailed { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            CatalogError::RolloutActive(_) => ApiError::Conflict(e.to_string()),
+            CatalogError::Unload(e) => e.into(),
         }
     }
 }

@@ -18,8 +18,8 @@ use super::health;
 use super::request::{self, Peer};
 use super::respond::{body_bytes, json, json_response};
 use crate::api::error::{ApiError, PredictError};
-use crate::repository::ModelEntry;
 use crate::runtime::{Signature, TensorSpec};
+use crate::serving::describe::describe;
 use crate::serving::infer::{self, Outcome, Protocol, RunOptions};
 use crate::serving::limits::client_string;
 use crate::serving::AppState;
@@ -85,28 +85,14 @@ struct ModelMetadata<'a> {
 }
 
 fn metadata(state: &AppState, model: &str, selector: VersionSelector<'_>) -> Result<Response, ApiError> {
-    let snapshot = state.repo.snapshot();
-    let m = traffic::model(&snapshot, model)?;
-    let (v, _) = traffic::version_number(m, selector)?;
-    let signature = signature_of(m, v)?;
+    let d = describe(&state.repo.snapshot(), model, selector)?;
     Ok(json(&ModelMetadata {
         name: model,
-        versions: m.ready_versions().map(|v| v.number.to_string()).collect(),
-        platform: "onnx_onnxv1",
-        inputs: &signature.inputs,
-        outputs: &signature.outputs,
+        versions: d.versions,
+        platform: d.platform,
+        inputs: &d.signature.inputs,
+        outputs: &d.signature.outputs,
     }))
-}
-
-/// The signature of a loaded version, or 503 when it is not READY.
-fn signature_of(m: &ModelEntry, v: u64) -> Result<Arc<Signature>, ApiError> {
-    m.versions
-        .get(&v)
-        .and_then(|e| e.signature().cloned())
-        .ok_or_else(|| {
-            let state = m.versions.get(&v).map(|e| e.state.name()).unwrap_or("not loaded");
-            traffic::RouteError::NotReady(m.name.clone(), v, state.to_string()).into()
-        })
 }
 
 async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {

@@ -1,27 +1,24 @@
 //! The gRPC front end: the Open Inference Protocol's gRPC form,
 //! `inference.GRPCInferenceService` as Triton serves it on its port 8001,
 //! so that `tritonclient.grpc` and KServe's `InferenceGRPCClient` work
-//! unmodified, beside `grpc.health.v1` and server reflection.
+//! unmodified, beside `grpc.health.v1` (readiness) and server reflection.
 //!
-//! For now this module holds only the protocol: the types, server trait and
-//! client that build.rs generates from proto/ ([`proto`]), and the encoded
-//! descriptors that server reflection serves ([`FILE_DESCRIPTOR_SET`]). The
-//! service itself will be implemented here on top of them.
+//! Handlers read the protocol and call the same shared pipeline as HTTP
+//! (`serving::infer`: admit, run, observe, remember, mirror) with
+//! `Protocol::Grpc`; [`status`] is the one table that maps typed errors to
+//! gRPC codes. [`router::app`] is the whole service set as one router.
 
-/// Messages, the `GRPCInferenceService` server trait
-/// (`grpc_inference_service_server`) and client
-/// (`grpc_inference_service_client`) generated from proto/grpc_service.proto
-/// and proto/model_config.proto (package `inference`). Every method of the
-/// server trait has a default body answering UNIMPLEMENTED, so an
-/// implementation overrides only the RPCs it serves.
-// Code we do not write: no lint fires on it today (tonic-prost-build 0.14.9),
-// and none that the crate enables later should.
-#[allow(unreachable_pub, missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
-pub mod proto {
-    tonic::include_proto!("inference");
-}
+pub mod health;
+mod infer;
+mod models;
+pub mod proto;
+mod repository;
+mod request;
+pub mod router;
+mod service;
+pub mod status;
+mod tensors;
 
-/// The encoded `FileDescriptorSet` of proto/ (both files, with their
-/// comments), for `tonic_reflection`'s
-/// `Builder::register_encoded_file_descriptor_set`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+pub use proto::FILE_DESCRIPTOR_SET;
+pub use router::app;
+pub use service::{InferenceService, EXTENSIONS};

@@ -1,10 +1,12 @@
-//! A running *server*: both listeners, the background tasks (initial load,
-//! rollout restore and ticks, repository polling, guard sweeping, breaker
-//! probes) and graceful shutdown.
+//! A running *server*: its listeners (data, admin, and gRPC unless turned
+//! off), the background tasks (initial load, rollout restore and ticks,
+//! repository polling, guard sweeping, breaker probes) and graceful
+//! shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
-//! already answers 503 (so load balancers stop sending) but both listeners
-//! keep serving; after it they stop accepting and in-flight requests finish.
+//! already answers 503 (and gRPC health NOT_SERVING, so load balancers stop
+//! sending) but every listener keeps serving; after it they stop accepting
+//! and in-flight requests finish.
 //! Every background task ends with the server: they all watch one
 //! cancellation token.
 
@@ -28,6 +30,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The gRPC listener's address, unless `--grpc-listen off`.
+    pub grpc_addr: Option<SocketAddr>,
     /// Shared state (repository, guard, rollouts, lifecycle).
     pub state: Arc<AppState>,
     /// Cancelled to stop the background tasks once the listeners closed.
@@ -43,7 +47,7 @@ impl Server {
         self.wait().await
     }
 
-    /// Waits until both listeners have stopped, then stops the background
+    /// Waits until every listener has stopped, then stops the background
     /// tasks.
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = async {
@@ -58,7 +62,7 @@ impl Server {
     }
 }
 
-/// Loads ONNX Runtime, binds both listeners and starts loading the
+/// Loads ONNX Runtime, binds the listeners and starts loading the
 /// repository in the background (readiness reports 503 until it is done).
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -78,8 +82,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let grpc_listener = match config.grpc_listen.addr() {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (gRPC)"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
     let tasks_stop = CancellationToken::new();
     spawn_background(&state, &config, tasks_stop.clone());
@@ -91,27 +104,55 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         max_connections: config.max_connections,
     };
     let stopping = state.shutdown_token().clone();
-    let data = listener::serve(
-        listener,
-        crate::api::app(state.clone()),
-        bounds("data"),
-        stopping.clone(),
-        drain,
-    );
-    let admin = listener::serve(
-        admin_listener,
-        crate::api::admin_app(state.clone()),
-        bounds("admin"),
-        stopping,
-        drain,
-    );
+    let mut listeners = vec![
+        tokio::spawn(listener::serve(
+            listener,
+            crate::api::app(state.clone()),
+            bounds("data"),
+            stopping.clone(),
+            drain,
+        )),
+        tokio::spawn(listener::serve(
+            admin_listener,
+            crate::api::admin_app(state.clone()),
+            bounds("admin"),
+            stopping.clone(),
+            drain,
+        )),
+    ];
+    if let Some(grpc_listener) = grpc_listener {
+        let drained = drain_timer(&state, drain);
+        let app = crate::grpc::app(state.clone(), drained, tasks_stop.clone()).await?;
+        listeners.push(tokio::spawn(listener::serve(
+            grpc_listener,
+            app,
+            bounds("grpc"),
+            stopping,
+            drain,
+        )));
+    }
     Ok(Server {
         addr,
         admin_addr,
+        grpc_addr,
         state,
         tasks_stop,
-        listeners: vec![tokio::spawn(data), tokio::spawn(admin)],
+        listeners,
     })
+}
+
+/// A token cancelled when the drain is over: `drain` after shutdown began.
+fn drain_timer(state: &AppState, drain: Duration) -> CancellationToken {
+    let drained = CancellationToken::new();
+    let stopping = state.shutdown_token().clone();
+    let done = drained.clone();
+    tokio::spawn(async move {
+        // readiness is 503 from the moment the shutdown token is cancelled
+        stopping.cancelled().await;
+        tokio::time::sleep(drain).await;
+        done.cancel();
+    });
+    drained
 }
 
 /// The initial load (then rollout restore and ticks), repository polling
@@ -207,6 +248,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         data = %server.addr,
         admin = %server.admin_addr,
+        grpc = %server.grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         "switchyard listening; try: curl -s http://{}/v2/models/digits",
         server.addr
     );

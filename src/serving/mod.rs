@@ -1,9 +1,11 @@
 //! What every front end shares: the server's state, the predict pipeline
-//! (admit → route → run → observe), the caps on client-supplied strings and
-//! the body budget ([`limits`]), readiness, the memory of recent request ids
-//! for feedback, breaker probes and the metrics refresh. HTTP (`api`) and
-//! gRPC call into it; nothing here knows a wire format.
+//! (admit → route → run → observe), readiness, the memory of recent request
+//! ids for feedback, the metrics refresh, and the wire-independent answers
+//! of model metadata, statistics and the model repository. HTTP (`api`) and
+//! gRPC (`grpc`) call into it; nothing here knows a wire format.
 
+pub mod catalog;
+pub mod describe;
 pub mod error;
 pub mod infer;
 pub mod limits;
@@ -13,6 +15,7 @@ pub mod readiness;
 pub mod recent;
 pub mod scrape;
 pub mod state;
+pub mod stats;
 
 pub use error::ServeError;
 pub use infer::{Protocol, RunOptions};

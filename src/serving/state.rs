@@ -188,6 +188,23 @@ impl AppState {
         })
     }
 
+    /// True when an `Authorization` value carries the admin token
+    /// (`Bearer <token>`, compared in constant time), or when no token is
+    /// configured (the server starts without one only when the listeners
+    /// that expose it are on loopback). Guards gRPC's repository RPCs.
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        let Some(expected) = self.settings.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+            return true;
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            expected.as_bytes(),
+        ))
+    }
+
     /// Data-plane requests being served now.
     pub fn in_flight(&self) -> usize {
         self.settings.max_in_flight.max(1) - self.in_flight.available_permits()

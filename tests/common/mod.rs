@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchyard::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use switchyard::{Config, Server};
 
 pub mod raw;
+/// The generated gRPC client over a tonic channel.
+pub type GrpcClient = GrpcInferenceServiceClient<tonic::transport::Channel>;
 
 /// A TCP port free on 127.0.0.1 right now (for servers started as a
 /// separate process, which cannot report a `:0` port back).
@@ -105,6 +108,8 @@ pub struct TestServer {
     pub base: String,
     /// `http://127.0.0.1:port` of the admin listener.
     pub admin: String,
+    /// `http://127.0.0.1:port` of the gRPC listener (empty when it is off).
+    pub grpc: String,
     pub client: reqwest::Client,
 }
 
@@ -123,6 +128,10 @@ impl TestServer {
         let server = switchyard::start(config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let admin = format!("http://{}", server.admin_addr);
+        let grpc = server
+            .grpc_addr
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !server.state.repo.snapshot().initial_load_done || !server.state.is_restored() {
             assert!(Instant::now() < deadline, "repository did not load within 60 s");
@@ -132,6 +141,7 @@ impl TestServer {
             server: Some(server),
             base,
             admin,
+            grpc,
             client: reqwest::Client::new(),
         }
     }
@@ -228,6 +238,17 @@ impl TestServer {
             .unwrap_or(0.0)
     }
 
+    /// A tonic client of the gRPC listener (one HTTP/2 connection).
+    pub async fn grpc_client(&self) -> GrpcClient {
+        let channel = tonic::transport::Endpoint::from_shared(self.grpc.clone())
+            .expect("the gRPC listener is on")
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("the gRPC listener accepts");
+        GrpcClient::new(channel)
+    }
+
     /// The snapshot of the running server.
     pub fn snapshot(&self) -> std::sync::Arc<switchyard::repository::Snapshot> {
         self.server.as_ref().unwrap().state.repo.snapshot()
@@ -271,6 +292,61 @@ pub fn digits_request(rows: &[Vec<f64>]) -> Value {
             "data": rows,
         }]
     })
+}
+
+/// A gRPC infer request for `rows` of digits pixels: raw little-endian
+/// contents (as tritonclient sends them), or typed `fp32_contents`.
+pub fn digits_grpc(rows: &[Vec<f64>], raw: bool) -> switchyard::grpc::proto::ModelInferRequest {
+    use switchyard::grpc::proto::model_infer_request::InferInputTensor;
+    use switchyard::grpc::proto::{InferTensorContents, ModelInferRequest};
+    let values: Vec<f32> = rows.iter().flatten().map(|&x| x as f32).collect();
+    let mut input = InferInputTensor {
+        name: "input".into(),
+        datatype: "FP32".into(),
+        shape: vec![rows.len() as i64, 64],
+        ..Default::default()
+    };
+    let mut req = ModelInferRequest {
+        model_name: "digits".into(),
+        ..Default::default()
+    };
+    if raw {
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        req.raw_input_contents = vec![bytes.into()];
+    } else {
+        input.contents = Some(InferTensorContents {
+            fp32_contents: values,
+            ..Default::default()
+        });
+    }
+    req.inputs = vec![input];
+    req
+}
+
+/// A tonic request carrying `metadata` (ASCII key, value pairs).
+pub fn with_metadata<T>(message: T, metadata: &[(&str, &str)]) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    for (k, v) in metadata {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).unwrap();
+        req.metadata_mut().insert(key, v.parse().unwrap());
+    }
+    req
+}
+
+/// The labels of a digits gRPC answer (INT64, raw or typed).
+pub fn grpc_labels(resp: &switchyard::grpc::proto::ModelInferResponse) -> Vec<i64> {
+    let i = resp
+        .outputs
+        .iter()
+        .position(|o| o.name == "label")
+        .expect("a label output");
+    match resp.raw_output_contents.get(i) {
+        Some(raw) => raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        None => resp.outputs[i].contents.as_ref().unwrap().int64_contents.clone(),
+    }
 }
 
 /// Reads the held-out accuracy of `model` version `version` from
