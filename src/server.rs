@@ -1,5 +1,6 @@
 //! A running *server*: both listeners, the background tasks (initial load,
-//! rollout ticks, repository polling, guard sweeping) and graceful shutdown.
+//! rollout ticks, repository polling, the history sampler, guard sweeping)
+//! and graceful shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
 //! already answers 503 (so load balancers stop sending) but both listeners
@@ -98,9 +99,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// The initial load (then rollout restore and ticks), repository polling
-/// and the guard's sweeper, all until `stop` is cancelled. They hold the
-/// state weakly where they loop, so a stopped server's threads end.
+/// The initial load (then rollout restore and ticks), repository polling,
+/// the history sampler and the guard's sweeper, all until `stop` is
+/// cancelled. They hold the state weakly where they loop, so a stopped
+/// server's threads end.
 fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationToken) {
     let loader = state.clone();
     let poll = config.repository_poll_secs;
@@ -134,6 +136,15 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
             );
         }
     }));
+    // The live page's charts: one sample a second of what every version did.
+    every(
+        Duration::from_secs(1),
+        &stop,
+        Arc::downgrade(state),
+        |state| async move {
+            state.history.sample(&state.repo.snapshot(), &state.shadow);
+        },
+    );
     // Rate-limit keys with full buckets are dropped and breakers of versions
     // that left the repository pruned, so the guard's memory stays bounded.
     every(

@@ -1,9 +1,11 @@
 //! What every front end shares: the server's state, the predict pipeline
 //! (admit → route → run → observe), readiness, the memory of recent request
-//! ids for feedback, and the metrics refresh. HTTP (`api`) and gRPC call
+//! ids for feedback, the per-second history the live page charts, and the
+//! metrics refresh. HTTP (`api`) and gRPC call
 //! into it; nothing here knows a wire format.
 
 pub mod error;
+pub mod history;
 pub mod infer;
 pub mod readiness;
 pub mod recent;
