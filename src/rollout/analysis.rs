@@ -81,7 +81,7 @@ pub fn measure(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Measures {
         },
         p95_ratio: (s.p95_ms > 0.0).then(|| c.p95_ms / s.p95_ms),
         max_p95_ratio: spec.max_p95_ratio,
-        feedback: (s.feedback_count > 0 && c.feedback_count > 0).then(|| Compared {
+        feedback: (s.feedback_count > 0 && c.feedback_count > 0).then_some(Compared {
             stable: s.feedback_mean,
             candidate: c.feedback_mean,
             limit: s.feedback_mean + spec.min_feedback_delta,
