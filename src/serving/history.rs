@@ -118,9 +118,8 @@ fn now_ms() -> u64 {
 }
 
 impl History {
-    /// Takes one sample of every READY version of `snapshot` (the first
-    /// reading of a version only sets its baseline), forgets what is older
-    /// than the span, and wakes the subscribers.
+    /// Takes one sample of every READY version of `snapshot`, forgets what
+    /// is older than the span, and wakes the subscribers.
     pub fn sample(&self, snapshot: &Snapshot, shadow: &ShadowHub) {
         self.sample_at(snapshot, shadow, now_ms(), Instant::now());
         self.ticks.send_modify(|n| *n += 1);
@@ -158,25 +157,20 @@ impl History {
                 let id = Arc::as_ptr(runtime) as usize;
                 let totals = runtime.window().totals();
                 let shadow_now = shadows.get(&v).copied();
-                let sample = match &series.last {
-                    Some((last_id, last)) if *last_id == id => Some(measure(
-                        at_ms,
-                        secs,
-                        &totals,
-                        last,
-                        shadow_now,
-                        series.shadow_last,
-                    )),
-                    _ => None,
+                // a runtime's totals start at zero when it is loaded: a new
+                // (or reloaded) version is measured from there
+                let zero = Totals::default();
+                let last = match &series.last {
+                    Some((last_id, last)) if *last_id == id => last,
+                    _ => &zero,
                 };
+                let sample = measure(at_ms, secs, &totals, last, shadow_now, series.shadow_last);
                 series.last = Some((id, totals));
                 series.shadow_last = shadow_now;
-                if let Some(sample) = sample {
-                    if series.samples.len() == SPAN {
-                        series.samples.pop_front();
-                    }
-                    series.samples.push_back(sample);
+                if series.samples.len() == SPAN {
+                    series.samples.pop_front();
                 }
+                series.samples.push_back(sample);
             }
         }
         let oldest = at_ms.saturating_sub(SPAN as u64 * 1000);
