@@ -234,7 +234,7 @@ async fn overload(s: &TestServer) {
                 s.client
                     .post(s.url("/v2/models/mlp_wide/infer"))
                     .header("x-user-id", format!("burst-{i}"))
-                    .json(&digits_request(&[row.clone()]))
+                    .json(&digits_request(std::slice::from_ref(&row)))
                     .send()
             })
             .collect();
@@ -254,7 +254,7 @@ async fn overload(s: &TestServer) {
             .client
             .post(s.url("/v2/models/mlp_wide/infer"))
             .header("x-user-id", "greedy")
-            .json(&digits_request(&[row.clone()]))
+            .json(&digits_request(std::slice::from_ref(&row)))
             .send()
             .await
             .unwrap();
