@@ -29,6 +29,7 @@
     retryTimer: null,
     results: new Map(), // model -> {ok, text}
     fleet: null,
+    fresh: false,       // the next history replaces what the page holds
   };
 
   const $ = (id) => document.getElementById(id);
@@ -114,6 +115,7 @@
     if (!resp.ok || !resp.body) throw new Error(await errorText(resp));
     notice("");
     S.retries = 0;
+    S.fresh = true; // a new stream starts with the whole history again
     S.lastEvent = Date.now();
     setConn("live", "live");
     refreshFleet();
@@ -180,11 +182,17 @@
 
   function applyHistory(body) {
     S.skew = body.now_ms - Date.now();
+    if (S.fresh) {
+      S.history.clear();
+      S.fresh = false;
+    }
     const oldest = body.now_ms - 900 * 1000;
     for (const s of body.series) {
       const key = `${s.model}/${s.version}`;
       const list = S.history.get(key) || [];
-      for (const x of s.samples) list.push(x);
+      for (const x of s.samples) {
+        if (!list.length || x[0] > list[list.length - 1][0]) list.push(x);
+      }
       while (list.length && list[0][0] < oldest) list.shift();
       S.history.set(key, list);
     }
