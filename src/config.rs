@@ -24,7 +24,7 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Address of the admin listener (admin API, metrics).
+    /// Address of the admin listener (admin API, metrics, the live page at /).
     #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
 

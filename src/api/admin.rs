@@ -68,14 +68,14 @@ pub fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
 }
 
 #[derive(Serialize)]
-struct VersionView {
+pub(super) struct VersionView {
     version: u64,
     state: &'static str,
     reason: String,
 }
 
 #[derive(Serialize)]
-struct ModelView {
+pub(super) struct ModelView {
     name: String,
     versions: Vec<VersionView>,
     labels: BTreeMap<String, u64>,
@@ -92,7 +92,8 @@ struct ModelView {
     config_warnings: Vec<String>,
 }
 
-fn view(m: &ModelEntry) -> ModelView {
+/// What the admin API says about one model.
+pub(super) fn view(m: &ModelEntry) -> ModelView {
     let mut labels = m.config.labels.clone();
     let (policy, source) = match &m.policy {
         Some(p) => (Some(p.spec().clone()), "admin"),
@@ -258,7 +259,8 @@ async fn rollback(State(state): State<Arc<AppState>>, Path(model): Path<String>)
     }
 }
 
-fn rollout_view(r: &Rollout) -> serde_json::Value {
+/// What the admin API says about one rollout.
+pub(super) fn rollout_view(r: &Rollout) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
         "model": r.model,

@@ -1,6 +1,6 @@
 //! HTTP: the data router (V1, V2, probes, feedback, the repository API) and
-//! the admin router (admin API, metrics), their middleware and the one
-//! status table ([`error`]).
+//! the admin router (admin API, metrics, the live page), their middleware
+//! and the one status table ([`error`]).
 //!
 //! Handlers parse the protocol and call the shared predict pipeline in
 //! `serving`; they never touch ONNX Runtime directly.
@@ -16,6 +16,7 @@ pub mod request;
 pub mod respond;
 pub mod router;
 pub mod stats;
+pub mod ui;
 pub mod v1;
 pub mod v2;
 

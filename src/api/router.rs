@@ -1,5 +1,5 @@
 //! The two routers: data (V1, V2, probes, feedback, the repository API when
-//! turned on) and admin (admin API, feedback, metrics).
+//! turned on) and admin (admin API, feedback, metrics, the live page).
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::error::error_body;
 use super::middleware::{check_request_id, json_errors, read_bodies, shed_and_log, RandomRequestId};
-use super::{admin, feedback, health, repository, v1, v2};
+use super::{admin, feedback, health, repository, ui, v1, v2};
 use crate::serving::AppState;
 
 /// The data-plane router: V2, V1 and probes.
@@ -37,13 +37,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The admin router (admin API, metrics).
+/// The admin router (admin API, metrics, the live page).
 pub fn admin_app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route("/metrics", get(metrics))
         .merge(admin::routes(state.clone()))
         .merge(feedback::routes(feedback::Listener::Admin))
+        .merge(ui::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.body_limit))

@@ -22,6 +22,74 @@ pub enum Verdict {
     Inconclusive(String),
 }
 
+/// A value of S and of C and the limit C is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Compared {
+    pub stable: f64,
+    pub candidate: f64,
+    pub limit: f64,
+}
+
+/// The request counts of S and C and the minimum both need.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Counts {
+    pub stable: u64,
+    pub candidate: u64,
+    pub min: u64,
+}
+
+/// The numbers an analysis compares, each next to its threshold, as
+/// [`analyze`] computes them (stored with every analysis so operators see
+/// why a step held, passed or failed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measures {
+    pub requests: Counts,
+    /// Limit: the highest error rate C may have.
+    pub error_rate: Compared,
+    /// Limit: the highest p95 C may have (the ratio, but at least 1 ms
+    /// above S's).
+    pub p95_ms: Compared,
+    /// p95(C) / p95(S), when S has a p95.
+    pub p95_ratio: Option<f64>,
+    pub max_p95_ratio: f64,
+    /// Limit: the lowest feedback mean C may have; present only when both
+    /// versions have feedback (the only case it is compared).
+    pub feedback: Option<Compared>,
+    pub min_feedback_delta: f64,
+}
+
+/// The numbers [`analyze`] compares under the thresholds of `spec`.
+pub fn measure(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Measures {
+    let max_err = (s.error_rate * spec.max_error_rate_ratio).max(s.error_rate + spec.max_error_rate_delta);
+    // sub-millisecond p95s are dominated by scheduling noise: allow 1 ms
+    let max_p95 = (s.p95_ms * spec.max_p95_ratio).max(s.p95_ms + 1.0);
+    Measures {
+        requests: Counts {
+            stable: s.requests,
+            candidate: c.requests,
+            min: spec.min_requests,
+        },
+        error_rate: Compared {
+            stable: s.error_rate,
+            candidate: c.error_rate,
+            limit: max_err,
+        },
+        p95_ms: Compared {
+            stable: s.p95_ms,
+            candidate: c.p95_ms,
+            limit: max_p95,
+        },
+        p95_ratio: (s.p95_ms > 0.0).then(|| c.p95_ms / s.p95_ms),
+        max_p95_ratio: spec.max_p95_ratio,
+        feedback: (s.feedback_count > 0 && c.feedback_count > 0).then_some(Compared {
+            stable: s.feedback_mean,
+            candidate: c.feedback_mean,
+            limit: s.feedback_mean + spec.min_feedback_delta,
+        }),
+        min_feedback_delta: spec.min_feedback_delta,
+    }
+}
+
 /// Compares C with S under the thresholds of `spec`.
 pub fn analyze(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Verdict {
     if s.requests < spec.min_requests || c.requests < spec.min_requests {
@@ -30,27 +98,24 @@ pub fn analyze(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Verdict {
             s.requests, c.requests, spec.min_requests
         ));
     }
-    let max_err = (s.error_rate * spec.max_error_rate_ratio).max(s.error_rate + spec.max_error_rate_delta);
-    if c.error_rate > max_err {
+    let m = measure(spec, s, c);
+    if c.error_rate > m.error_rate.limit {
         return Verdict::Fail(format!(
             "error rate: candidate {:.4} > limit {:.4} (stable {:.4})",
-            c.error_rate, max_err, s.error_rate
+            c.error_rate, m.error_rate.limit, s.error_rate
         ));
     }
-    let max_p95 = s.p95_ms * spec.max_p95_ratio;
-    // sub-millisecond p95s are dominated by scheduling noise: allow 1 ms
-    if c.p95_ms > max_p95.max(s.p95_ms + 1.0) {
+    if c.p95_ms > m.p95_ms.limit {
         return Verdict::Fail(format!(
             "p95 latency: candidate {:.3} ms > limit {:.3} ms (stable {:.3} ms)",
-            c.p95_ms, max_p95, s.p95_ms
+            c.p95_ms, m.p95_ms.limit, s.p95_ms
         ));
     }
-    if s.feedback_count > 0 && c.feedback_count > 0 {
-        let min = s.feedback_mean + spec.min_feedback_delta;
-        if c.feedback_mean < min {
+    if let Some(f) = m.feedback {
+        if c.feedback_mean < f.limit {
             return Verdict::Fail(format!(
                 "feedback: candidate mean {:.4} < limit {:.4} (stable {:.4})",
-                c.feedback_mean, min, s.feedback_mean
+                c.feedback_mean, f.limit, s.feedback_mean
             ));
         }
     }
@@ -117,5 +182,29 @@ mod tests {
             analyze(&spec, &s0, &summary(1000, 6, 10.0, 0.9)),
             Verdict::Fail(_)
         ));
+    }
+
+    #[test]
+    fn measures_carry_the_limits_analyze_applies() {
+        let spec = AnalysisSpec::default();
+        let s = summary(1000, 10, 10.0, 0.9);
+        let m = measure(&spec, &s, &summary(500, 12, 11.0, 0.85));
+        assert_eq!(
+            (m.requests.stable, m.requests.candidate, m.requests.min),
+            (1000, 500, 100)
+        );
+        assert!((m.error_rate.limit - 0.015).abs() < 1e-12, "{:?}", m.error_rate);
+        assert!((m.p95_ms.limit - 12.0).abs() < 1e-9, "{:?}", m.p95_ms);
+        assert!((m.p95_ratio.unwrap() - 1.1).abs() < 1e-9);
+        let f = m.feedback.unwrap();
+        assert!((f.limit - 0.8).abs() < 1e-12, "{f:?}");
+        // a candidate just over each limit fails on it
+        let just_over = summary(1000, 16, 10.0, 0.9);
+        assert!(just_over.error_rate > m.error_rate.limit);
+        assert!(matches!(analyze(&spec, &s, &just_over), Verdict::Fail(_)));
+        // no feedback on one side: not compared, and not in the measures
+        let mut quiet = summary(1000, 10, 10.0, 0.0);
+        quiet.feedback_count = 0;
+        assert_eq!(measure(&spec, &s, &quiet).feedback, None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::analysis::{analyze, MetricsSource};
+use super::analysis::{analyze, measure, MetricsSource};
 use super::machine::{self, Action, Event, Observation, Phase, Rollout, Stage};
 use super::spec::{RolloutSpec, Strategy};
 use super::store::{Store, StoreError};
@@ -255,6 +255,11 @@ impl Controller {
         Ok(self.store.events(model)?)
     }
 
+    /// The newest `limit` events of `model`'s audit log, oldest first.
+    pub fn recent_events(&self, model: &str, limit: usize) -> Result<Vec<(i64, Event)>, RolloutError> {
+        Ok(self.store.recent_events(model, limit)?)
+    }
+
     /// Starts a rollout of `spec` on `model` from its current stable version.
     pub async fn start(&self, model: &str, spec: RolloutSpec) -> Result<Rollout, RolloutError> {
         spec.check().map_err(|e| RolloutError::Invalid(e.to_string()))?;
@@ -427,11 +432,13 @@ impl Controller {
             Stage::Weight(_) => {
                 if let (Some(s), Some(c)) = (&s_now, &c_now) {
                     obs.verdict = Some(analyze(&r.spec.analysis, s, c));
+                    obs.measures = Some(measure(&r.spec.analysis, s, c));
                 }
             }
             Stage::Switched => {
                 if let (Some(s), Some(c)) = (&r.baseline, &c_now) {
                     obs.verdict = Some(analyze(&r.spec.analysis, s, c));
+                    obs.measures = Some(measure(&r.spec.analysis, s, c));
                 }
             }
             Stage::Preview => obs.stable_summary = self.metrics.summary(&r.model, r.stable, at(r.started_at)),

@@ -220,6 +220,27 @@ impl Store {
         })
         .collect()
     }
+
+    /// The newest `limit` events of `model`, oldest first.
+    pub fn recent_events(&self, model: &str, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare("SELECT rollout_id, event FROM events WHERE model = ?1 ORDER BY id DESC LIMIT ?2")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![model, limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut events = rows
+            .map(|r| {
+                r.map_err(err)
+                    .and_then(|(id, s)| serde_json::from_str(&s).map(|e| (id, e)).map_err(record))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
 }
 
 #[cfg(test)]

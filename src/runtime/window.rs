@@ -9,6 +9,11 @@
 //! values, all mergeable, so memory is bounded by the number of buckets
 //! whatever the request rate, and a summary of any period (a whole canary
 //! step) merges the buckets it covers. Periods are resolved to 5 s.
+//!
+//! The window also keeps *totals* since the version was loaded (counts and a
+//! latency histogram, under the same lock), so a sampler can take the
+//! difference of two totals for any finer period (the live page's
+//! per-second history) without a second pass on the request path.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -113,16 +118,60 @@ impl Bucket {
     }
 }
 
+/// Everything a version recorded since it was loaded: request and error
+/// counts and the latency histogram (microseconds). Two totals subtract to
+/// the outcomes of the period between them.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            requests: 0,
+            errors: 0,
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid histogram bounds"),
+        }
+    }
+}
+
+impl Totals {
+    /// The outcomes recorded after `earlier` (a total of the same window):
+    /// (requests, errors, latency histogram). A histogram that cannot be
+    /// subtracted (not an earlier total) yields an empty one.
+    pub fn since(&self, earlier: &Totals) -> (u64, u64, Histogram<u64>) {
+        let mut latency = self.latency_us.clone();
+        if latency.subtract(&earlier.latency_us).is_err() {
+            latency.reset();
+        }
+        (
+            self.requests.saturating_sub(earlier.requests),
+            self.errors.saturating_sub(earlier.errors),
+            latency,
+        )
+    }
+}
+
+/// The buckets and the totals, under one lock.
+#[derive(Default)]
+struct Recorded {
+    buckets: VecDeque<Bucket>,
+    totals: Totals,
+}
+
 /// Recent outcomes and feedback of one version.
 #[derive(Default)]
 pub struct Window {
-    buckets: Mutex<VecDeque<Bucket>>,
+    recorded: Mutex<Recorded>,
 }
 
 impl std::fmt::Debug for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Window")
-            .field("buckets", &self.buckets.lock().len())
+            .field("buckets", &self.recorded.lock().buckets.len())
             .finish()
     }
 }
@@ -151,31 +200,41 @@ impl Window {
     /// Records one request: `ok` is false for server-side failures.
     pub fn record(&self, ok: bool, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
-        self.with_current(SystemTime::now(), |b| {
+        self.with_current(SystemTime::now(), |b, totals| {
             b.requests += 1;
             b.errors += u64::from(!ok);
             b.latency_us.saturating_record(us);
+            totals.requests += 1;
+            totals.errors += u64::from(!ok);
+            totals.latency_us.saturating_record(us);
         });
     }
 
     /// Records one feedback value.
     pub fn record_feedback(&self, value: f64) {
-        self.with_current(SystemTime::now(), |b| b.feedback.push(value));
+        self.with_current(SystemTime::now(), |b, _| b.feedback.push(value));
     }
 
-    /// Applies `f` to the bucket of `now`, opening it (and compacting old
-    /// buckets) when it is new.
-    fn with_current(&self, now: SystemTime, f: impl FnOnce(&mut Bucket)) {
+    /// Everything recorded since the version was loaded (a copy).
+    pub fn totals(&self) -> Totals {
+        self.recorded.lock().totals.clone()
+    }
+
+    /// Applies `f` to the bucket of `now` (opening it, and compacting old
+    /// buckets, when it is new) and to the totals.
+    fn with_current(&self, now: SystemTime, f: impl FnOnce(&mut Bucket, &mut Totals)) {
         let secs = unix_secs(now);
         let start = secs - secs % FINE;
-        let mut buckets = self.buckets.lock();
+        let mut guard = self.recorded.lock();
+        let recorded = &mut *guard;
+        let buckets = &mut recorded.buckets;
         if buckets.back().is_none_or(|b| b.start < start) {
-            compact(&mut buckets, secs);
+            compact(buckets, secs);
             buckets.push_back(Bucket::new(start));
         }
         // A clock that stepped back records into the newest bucket.
         if let Some(b) = buckets.back_mut() {
-            f(b);
+            f(b, &mut recorded.totals);
         }
     }
 
@@ -183,7 +242,7 @@ impl Window {
     pub fn summary(&self, since: SystemTime) -> Summary {
         let since = unix_secs(since);
         let mut total = Bucket::new(0);
-        for b in self.buckets.lock().iter() {
+        for b in self.recorded.lock().buckets.iter() {
             if b.start + b.width > since {
                 total.absorb(b);
             }
@@ -262,6 +321,29 @@ mod tests {
         assert_eq!(s.feedback.non_binary, 0);
         let later = w.summary(SystemTime::now() + Duration::from_secs(2 * FINE));
         assert_eq!(later.requests, 0);
+    }
+
+    #[test]
+    fn totals_subtract_to_the_period_between_them() {
+        let w = Window::default();
+        for i in 1..=10u64 {
+            w.record(true, Duration::from_millis(i));
+        }
+        let earlier = w.totals();
+        for _ in 0..20 {
+            w.record(true, Duration::from_millis(100));
+        }
+        w.record(false, Duration::from_millis(100));
+        let (requests, errors, latency) = w.totals().since(&earlier);
+        assert_eq!((requests, errors), (21, 1));
+        assert_eq!(latency.len(), 21);
+        // only the later requests (100 ms each) are in the difference
+        let p50 = latency.value_at_quantile(0.5) as f64 / 1000.0;
+        assert!((p50 - 100.0).abs() <= 1.0, "{p50}");
+        assert_eq!(w.totals().requests, 31);
+        // a total that is not earlier gives an empty histogram, not a panic
+        let (_, _, none) = earlier.since(&w.totals());
+        assert!(none.is_empty());
     }
 
     #[test]

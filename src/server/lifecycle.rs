@@ -1,7 +1,7 @@
 //! A running *server*: its listeners (data, admin, and gRPC unless turned
 //! off), the background tasks (initial load, rollout restore and ticks,
-//! repository polling, guard sweeping, breaker probes) and graceful
-//! shutdown.
+//! repository polling, the history sampler, guard sweeping, breaker probes)
+//! and graceful shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
 //! already answers 503 (and gRPC health NOT_SERVING, so load balancers stop
@@ -155,9 +155,10 @@ fn drain_timer(state: &AppState, drain: Duration) -> CancellationToken {
     drained
 }
 
-/// The initial load (then rollout restore and ticks), repository polling
-/// and the guard's sweeper, all until `stop` is cancelled. They hold the
-/// state weakly where they loop, so a stopped server's threads end.
+/// The initial load (then rollout restore and ticks), repository polling,
+/// the history sampler and the guard's sweeper, all until `stop` is
+/// cancelled. They hold the state weakly where they loop, so a stopped
+/// server's threads end.
 fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationToken) {
     let loader = state.clone();
     let poll = config.repository_poll_secs;
@@ -202,6 +203,15 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
         &stop,
         Arc::downgrade(state),
         |state| async move { crate::serving::probe::probe_breakers(&state).await },
+    );
+    // The live page's charts: one sample a second of what every version did.
+    every(
+        Duration::from_secs(1),
+        &stop,
+        Arc::downgrade(state),
+        |state| async move {
+            state.history.sample(&state.repo.snapshot(), &state.shadow);
+        },
     );
     // Rate-limit keys with full buckets are dropped and breakers of versions
     // that left the repository pruned, so the guard's memory stays bounded.

@@ -1,12 +1,14 @@
 //! What every front end shares: the server's state, the predict pipeline
 //! (admit → route → run → observe), readiness, the memory of recent request
-//! ids for feedback, the metrics refresh, and the wire-independent answers
+//! ids for feedback, the per-second history the live page charts, the
+//! metrics refresh, and the wire-independent answers
 //! of model metadata, statistics and the model repository. HTTP (`api`) and
 //! gRPC (`grpc`) call into it; nothing here knows a wire format.
 
 pub mod catalog;
 pub mod describe;
 pub mod error;
+pub mod history;
 pub mod infer;
 pub mod limits;
 pub mod outcome;

@@ -65,7 +65,7 @@ fn refresh(state: &AppState) {
 
 /// (version, basis points) of versionless traffic under the model's policy,
 /// or all of it to the default version without one.
-fn weights(m: &crate::repository::ModelEntry) -> Vec<(u64, u32)> {
+pub fn weights(m: &crate::repository::ModelEntry) -> Vec<(u64, u32)> {
     const FULL: u32 = 10_000;
     match &m.policy {
         Some(p) => match &p.spec().candidate {

@@ -1,6 +1,7 @@
 //! The *state* of a running server: the repository and its snapshots, the
 //! protection state, the shadow hub, the rollout controller, the memory of
-//! recent request ids, and the lifecycle (restored, shutting down). Every
+//! recent request ids, the per-second history of the live page, and the
+//! lifecycle (restored, shutting down). Every
 //! front end's handlers read it; it is built once from plain [`Settings`].
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::history::History;
 use super::limits::BodyBudget;
 use super::recent::RecentRequests;
 use crate::guard::{Guard, GuardSettings};
@@ -80,6 +82,8 @@ pub struct AppState {
     pub recent: RecentRequests,
     /// Rate limits and circuit breakers.
     pub guard: Guard,
+    /// The last 15 minutes per version, one sample a second (the live page).
+    pub history: History,
     /// Permits for data-plane requests in flight (load shedding).
     in_flight: Arc<Semaphore>,
     /// Bytes of request bodies held at once.
@@ -123,6 +127,7 @@ impl AppState {
             rollouts,
             recent: RecentRequests::default(),
             guard,
+            history: History::default(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             body_budget: BodyBudget::new(settings.bodies.budget),
             restored: AtomicBool::new(false),

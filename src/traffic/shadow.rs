@@ -70,6 +70,24 @@ pub struct ShadowStats {
     pub recent_disagreements: VecDeque<Disagreement>,
 }
 
+impl ShadowStats {
+    /// A copy of the counters only (no disagreements).
+    fn clone_counters(&self) -> ShadowStats {
+        ShadowStats {
+            primary_version: self.primary_version,
+            shadow_version: self.shadow_version,
+            compared: self.compared,
+            agreed: self.agreed,
+            disagreed: self.disagreed,
+            shadow_errors: self.shadow_errors,
+            dropped: self.dropped,
+            max_abs_diff: self.max_abs_diff,
+            agreement: self.agreement,
+            recent_disagreements: VecDeque::new(),
+        }
+    }
+}
+
 /// The shadow queue and the per-model results.
 pub struct ShadowHub {
     tx: mpsc::Sender<ShadowJob>,
@@ -182,6 +200,16 @@ impl ShadowHub {
     /// Results for `model`, one entry per (primary, shadow) pair seen.
     pub fn stats(&self, model: &str) -> Vec<ShadowStats> {
         self.stats.lock().get(model).cloned().unwrap_or_default()
+    }
+
+    /// The counters of `model`'s pairs without their recorded
+    /// disagreements: cheap enough for a once-a-second sampler.
+    pub fn counters(&self, model: &str) -> Vec<ShadowStats> {
+        let stats = self.stats.lock();
+        let Some(pairs) = stats.get(model) else {
+            return Vec::new();
+        };
+        pairs.iter().map(ShadowStats::clone_counters).collect()
     }
 }
 

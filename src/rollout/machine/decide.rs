@@ -20,6 +20,7 @@ pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> Decision {
     n.last_analysis_at = Some(now);
     let metrics = json!({
         "verdict": obs.verdict,
+        "measures": obs.measures,
         "shadow": obs.shadow.map(|(c, a, e)| json!({"compared": c, "agreement": a, "errors": e})),
         "ab": obs.ab,
     });

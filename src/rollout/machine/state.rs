@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::policy::{CandidateSpec, PolicySpec, ShadowSpec, Weight};
-use crate::rollout::analysis::Verdict;
+use crate::rollout::analysis::{Measures, Verdict};
 use crate::rollout::spec::{RolloutSpec, Step, Strategy};
 use crate::rollout::statistics::TestResult;
 use crate::runtime::window::Summary;
@@ -84,6 +84,8 @@ pub struct Event {
 pub struct Observation {
     /// Comparison of C against S (or the blue-green baseline).
     pub verdict: Option<Verdict>,
+    /// The numbers behind the verdict, next to their thresholds.
+    pub measures: Option<Measures>,
     pub breaker_open: bool,
     /// Pre-deployment validation result, in the Validating phase.
     pub validation: Option<Result<Value, String>>,
@@ -178,7 +180,8 @@ impl Rollout {
         }
     }
 
-    pub(super) fn steps(&self) -> Vec<(Stage, Option<std::time::Duration>)> {
+    /// Every stage of the strategy with its bake (how long it is held).
+    pub fn steps(&self) -> Vec<(Stage, Option<std::time::Duration>)> {
         match &self.spec.strategy {
             Strategy::Canary { steps } => steps.iter().map(weight_stage).collect(),
             Strategy::BlueGreen { observe } => {
