@@ -280,7 +280,7 @@ async fn every_dashboard_query_returns_data_from_a_live_server() {
     )
     .await;
     let spec = json!({"strategy": "canary", "candidate": 2, "skip_validation": true,
-        "steps": [{"weight": 5000, "bake": "1h"}, {"weight": 10000}],
+        "steps": [{"weight": "50%", "bake": "1h"}, {"weight": "100%"}],
         "analysis": {"interval": "1s", "min_requests": 5, "max_p95_ratio": 100.0, "progress_deadline": "1h",
                      "max_error_rate_delta": 1.0}});
     let (st, body) = s

@@ -182,7 +182,7 @@ async fn an_open_breaker_is_unavailable_with_retry_info_and_falls_back() {
     .await;
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 3, "weight": 10000}}),
+        json!({"stable": 1, "candidate": {"version": 3, "weight": "100%"}}),
     )
     .await;
     let mut c = s.grpc_client().await;

@@ -68,7 +68,7 @@ async fn users_get_the_same_version_over_grpc_and_http_and_the_split_holds() {
     let one = || digits_grpc(std::slice::from_ref(&row), true);
     s.set_policy(
         "digits",
-        json!({"stable": 1, "candidate": {"version": 2, "weight": 2000}, "salt": "grpc-canary"}),
+        json!({"stable": 1, "candidate": {"version": 2, "weight": "20%"}, "salt": "grpc-canary"}),
     )
     .await;
     const USERS: usize = 500;
@@ -96,7 +96,7 @@ async fn users_get_the_same_version_over_grpc_and_http_and_the_split_holds() {
     );
 
     // anonymous calls: weighted, deterministic at the extremes
-    for (weight, version) in [(10000, "2"), (0, "1")] {
+    for (weight, version) in [(100, "2"), (0, "1")] {
         s.set_policy(
             "digits",
             json!({"stable": 1, "candidate": {"version": 2, "weight": weight}}),
