@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => switchyard::cli::validate(args),
         Command::Rollout(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::rollout(args))),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::status(args))),
+        Command::Crd => {
+            print!("{}", switchyard::fleet::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

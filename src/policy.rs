@@ -162,6 +162,8 @@ pub struct Policy {
     seed: u64,
     /// Shadow sampling threshold out of u32::MAX.
     shadow_threshold: u64,
+    /// Built by [`Policy::tolerant`]: only the stable version had to be READY.
+    tolerant: bool,
 }
 
 impl Policy {
@@ -232,7 +234,21 @@ impl Policy {
             allow,
             seed,
             shadow_threshold,
+            tolerant: false,
         })
+    }
+
+    /// Validates `spec` as a replica of a fleet takes it: the cluster
+    /// decided it, so only the stable version must be READY here. A
+    /// candidate, shadow, preview or label version this replica has not
+    /// loaded yet is tolerated: routing sends its traffic to stable
+    /// (`x-route: fallback`) until it is READY, and readiness does not
+    /// wait for it.
+    pub fn tolerant(spec: PolicySpec, ready: impl Fn(u64) -> bool) -> Result<Policy, InvalidPolicy> {
+        let stable = spec.stable;
+        let mut policy = Policy::new(spec, |v| v != stable || ready(v))?;
+        policy.tolerant = true;
+        Ok(policy)
     }
 
     /// The spec this policy was built from (after degradation).
@@ -265,6 +281,17 @@ impl Policy {
             }
         }
         v
+    }
+
+    /// Versions that must be READY for the replica to be ready: the routed
+    /// ones, or only the stable version for a [tolerant](Policy::tolerant)
+    /// policy.
+    pub fn required(&self) -> Vec<u64> {
+        if self.tolerant {
+            vec![self.spec.stable]
+        } else {
+            self.routed()
+        }
     }
 
     /// Every version the policy names (routed, shadow, preview, labels):

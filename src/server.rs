@@ -1,5 +1,6 @@
 //! A running *server*: both listeners, the background tasks (initial load,
-//! rollout ticks, repository polling, guard sweeping) and graceful shutdown.
+//! rollout ticks or the fleet's tasks, repository polling, guard sweeping)
+//! and graceful shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
 //! already answers 503 (so load balancers stop sending) but both listeners
@@ -17,8 +18,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::repository::Repository;
-use crate::serving::AppState;
+use crate::serving::{AppState, Control};
 
 /// A running server: its bound addresses and a way to stop it.
 pub struct Server {
@@ -38,6 +40,10 @@ impl Server {
     /// for the drain period, then in-flight requests finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.begin_shutdown();
+        // a leader hands the Lease over now, not when it expires
+        if let Some(fleet) = self.state.fleet() {
+            fleet.resign().await;
+        }
         self.wait().await
     }
 
@@ -68,7 +74,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     );
     crate::telemetry::install_metrics();
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
-    let state = Arc::new(AppState::new(repo.clone(), config.settings())?);
+    let state = match config.fleet_settings() {
+        None => Arc::new(AppState::new(repo.clone(), config.settings())?),
+        Some(fleet) => {
+            let fleet = Arc::new(Fleet::connect(repo.clone(), &fleet).await?);
+            Arc::new(AppState::with_fleet(repo.clone(), config.settings(), fleet))
+        }
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -109,19 +121,31 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
     tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
         let repo = loader.repo.clone();
         let _ = tokio::task::spawn_blocking(move || repo.load_all()).await;
-        // active rollouts get their weights back before readiness turns 200
-        loader.rollouts.restore();
+        match &loader.control {
+            // active rollouts get their weights back before readiness turns 200
+            Control::Local { store, controller } => {
+                store.restore();
+                let controller = Arc::downgrade(controller);
+                every(
+                    Duration::from_millis(250),
+                    &until_ticks,
+                    Arc::downgrade(&loader),
+                    move |_| {
+                        let controller = controller.clone();
+                        async move {
+                            if let Some(c) = controller.upgrade() {
+                                c.tick().await;
+                            }
+                        }
+                    },
+                );
+            }
+            // readiness waits until the fleet's policies are applied
+            Control::Fleet(fleet) => fleet.spawn(until_ticks.clone()),
+        }
         loader.mark_restored();
         let weak = Arc::downgrade(&loader);
         drop(loader);
-        every(
-            Duration::from_millis(250),
-            &until_ticks,
-            weak.clone(),
-            |state| async move {
-                state.rollouts.tick().await;
-            },
-        );
         if poll > 0 {
             every(
                 Duration::from_secs(poll),

@@ -94,6 +94,7 @@ fn record(state: &AppState, model: &str, body: Result<Bytes, BytesRejection>) ->
             ))
         })?;
     runtime.window().record_feedback(value);
+    crate::telemetry::feedback_recorded(model, version, value);
     Ok(json(
         &serde_json::json!({"model": model, "version": version, "value": value}),
     ))

@@ -26,6 +26,8 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Show models, versions, policies and rollouts of a running server.
     Status(AdminArgs),
+    /// Print the ModelRollout CustomResourceDefinition (YAML) for fleet mode.
+    Crd,
 }
 
 /// `switchyard validate`.

@@ -12,4 +12,4 @@ pub mod state;
 
 pub use error::ServeError;
 pub use infer::{Outcome, Protocol};
-pub use state::{AppState, Settings};
+pub use state::{AppState, Control, Settings};

@@ -33,6 +33,10 @@ fn refresh(state: &AppState) {
             let labels = [("model", name.clone()), ("version", v.to_string())];
             let ready = matches!(entry.state, crate::repository::VersionState::Ready);
             gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
+            if ready {
+                let route = if m.default_version() == Some(v) { "stable" } else { "sticky" };
+                crate::telemetry::init_request_counters(name, v, route);
+            }
             let weight = weights
                 .iter()
                 .find(|(w, _)| *w == v)
@@ -46,6 +50,12 @@ fn refresh(state: &AppState) {
             now.insert((name.clone(), v));
         }
     }
+    for (name, m) in &snapshot.models {
+        if m.policy.is_some() {
+            crate::telemetry::set_policy_revision(name, m.policy_revision);
+        }
+    }
+    crate::telemetry::set_ready(super::readiness::readiness(state).is_ok());
     let mut seen = SEEN.lock();
     if let Some(before) = seen.as_ref() {
         for (name, v) in before.difference(&now) {

@@ -47,6 +47,22 @@ pub const ROLLOUT_STEP: &str = "switchyard_rollout_step";
 /// Counter: rollouts aborted (by analysis, a breaker or an operator). Labels: model.
 pub const ROLLOUT_ABORTED_TOTAL: &str = "switchyard_rollout_aborted_total";
 
+/// Gauge: 1 while the server's readiness probe answers 200, else 0.
+pub const READY: &str = "switchyard_ready";
+/// Gauge: the revision of the traffic policy this server applies. Labels: model.
+pub const POLICY_REVISION: &str = "switchyard_policy_revision";
+/// Gauge: 1 while this server leads its fleet (fleet mode), else 0.
+pub const FLEET_LEADER: &str = "switchyard_fleet_leader";
+/// Counter: feedback values recorded. Labels: model, version.
+pub const FEEDBACK_VALUES_TOTAL: &str = "switchyard_feedback_total";
+/// Gauge: the running sum of the feedback values recorded (a gauge: values
+/// may be negative). Labels: model, version.
+pub const FEEDBACK_SUM: &str = "switchyard_feedback_values_summed";
+/// Gauge: the running sum of the squared feedback values. Labels: model, version.
+pub const FEEDBACK_SQUARES_SUM: &str = "switchyard_feedback_values_squared_summed";
+/// Counter: feedback values other than 0 and 1. Labels: model, version.
+pub const FEEDBACK_NON_BINARY_TOTAL: &str = "switchyard_feedback_non_binary_total";
+
 /// Bucket bounds for every `_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
