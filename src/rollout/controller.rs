@@ -325,3 +325,7 @@ async fn gather(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;
