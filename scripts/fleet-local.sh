@@ -13,6 +13,7 @@
 #
 # Environment: FLEET_DIR (state, logs, PIDs; default .cache/fleet-local),
 # MODEL_REPOSITORY (default models), PROFILE (debug or release),
+# SWITCHYARD_BIN and KUBE_STANDIN_BIN (prebuilt binaries: no build),
 # SWITCHYARD_ADMIN_TOKEN (default: a random one), LEASE_DURATION /
 # LEASE_RENEW_DEADLINE / LEASE_RETRY_PERIOD (default 3s / 2s / 500ms).
 set -euo pipefail
@@ -29,27 +30,36 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-stop() {
-  [ -f "$PIDS" ] || { log "nothing to stop ($PIDS does not exist)"; return 0; }
-  local pid
-  # switchyard first (it releases its Lease through the stand-in), then the rest
-  for pid in $(tac "$PIDS"); do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  while read -r pid; do
+# kill_wait SIGNAL PID...: signals each PID, then waits up to 10 s for all
+# of them, then kills what is left.
+kill_wait() {
+  local sig=$1 pid
+  shift
+  for pid in "$@"; do kill "-$sig" "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
     for _ in $(seq 1 100); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
-  done <"$PIDS"
+  done
+}
+
+stop() {
+  [ -f "$PIDS" ] || { log "nothing to stop ($PIDS does not exist)"; return 0; }
+  local all=()
+  mapfile -t all <"$PIDS"
+  # the replicas first (the leader releases its Lease through the stand-in),
+  # then Prometheus and the stand-in (the first two PIDs)
+  kill_wait TERM "${all[@]:2}"
+  kill_wait TERM "${all[@]:0:2}"
   rm -f "$PIDS"
   log "stopped"
 }
 
 wait_ready() {
   local url=$1 deadline=$((SECONDS + 180))
-  until curl -fsS -o /dev/null "$url"; do
+  until curl -fs -o /dev/null "$url"; do
     [ "$SECONDS" -lt "$deadline" ] || return 1
     sleep 0.2
   done
@@ -62,10 +72,14 @@ start() {
   command -v prometheus >/dev/null || die "prometheus is missing: run 'make setup-test'"
   local profile=${PROFILE:-debug} flags=()
   [ "$profile" = release ] && flags=(--release)
-  log "building switchyard and the Kubernetes API stand-in ($profile)"
-  cargo build --quiet "${flags[@]}" --bin switchyard >&2
-  cargo build --quiet "${flags[@]}" --example kube_standin >&2
-  local bin=$ROOT/target/$profile/switchyard standin=$ROOT/target/$profile/examples/kube_standin
+  local bin=${SWITCHYARD_BIN:-} standin=${KUBE_STANDIN_BIN:-}
+  if [ -z "$bin" ] || [ -z "$standin" ]; then
+    log "building switchyard and the Kubernetes API stand-in ($profile)"
+    cargo build --quiet "${flags[@]}" --bin switchyard >&2
+    cargo build --quiet "${flags[@]}" --example kube_standin >&2
+    bin=$ROOT/target/$profile/switchyard
+    standin=$ROOT/target/$profile/examples/kube_standin
+  fi
   local ort=${ORT_DYLIB_PATH:-$ROOT/.onnxruntime/libonnxruntime.so.1.31.1}
   [ -f "$ort" ] || die "ONNX Runtime is missing: run 'make setup'"
 

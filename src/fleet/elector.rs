@@ -147,8 +147,16 @@ impl Leadership {
 
     /// Releases the Lease if this replica holds it (best effort).
     pub(crate) async fn release(&self) {
-        let Ok(Some(current)) = self.api.get_opt(&self.name).await else {
+        if !self.is_leading() {
             return;
+        }
+        let current = match self.api.get_opt(&self.name).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(lease = %self.name, error = %e, "leadership not released; it expires");
+                return;
+            }
         };
         let record = record_of(&current);
         let Some(released) = self.elector.lock().release(&record, SystemTime::now()) else {

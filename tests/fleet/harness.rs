@@ -357,11 +357,11 @@ fn start_prometheus(dir: &Path, pods: &[Pod]) -> Prometheus {
     }
 }
 
-/// One V2 infer of a held-out digits sample on replica `pod` for `user`:
+/// One V2 infer of a held-out digits sample on the replica at `data` for `user`:
 /// (status, x-model-version, x-route, request id, predicted label).
 pub(crate) async fn infer(
     client: &reqwest::Client,
-    pod: &Pod,
+    data: &str,
     user: &str,
     row: &[f64],
     id: &str,
@@ -369,7 +369,7 @@ pub(crate) async fn infer(
     let mut body = crate::common::digits_request(&[row.to_vec()]);
     body["id"] = json!(id);
     let resp = client
-        .post(format!("{}/v2/models/digits/infer", pod.data))
+        .post(format!("{data}/v2/models/digits/infer"))
         .header("x-user-id", user)
         .json(&body)
         .timeout(Duration::from_secs(30))
