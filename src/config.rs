@@ -375,7 +375,10 @@ mod tests {
         .config;
         assert!(c.validate().is_ok(), "{:?}", c.validate());
         let f = c.fleet_settings().unwrap();
-        assert_eq!((f.pod_name.as_str(), f.timings.retry_period.as_millis()), ("pod-a", 500));
+        assert_eq!(
+            (f.pod_name.as_str(), f.timings.retry_period.as_millis()),
+            ("pod-a", 500)
+        );
         let c = ServeFlags::parse_from([
             "serve",
             "--fleet",

@@ -31,7 +31,10 @@ use load::Load;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Waits until the rollout is progressing at `step` and every replica holds
@@ -67,33 +70,41 @@ async fn wait_revision(fleet: &LocalFleet, revision: u64) {
 async fn versions(fleet: &LocalFleet, users: usize) -> BTreeMap<usize, Vec<u64>> {
     let row = digits_samples()[0].0.clone();
     let body = bytes::Bytes::from(common::digits_request(&[row]).to_string());
-    let pods: Vec<String> = fleet.pods.iter().map(|p| format!("{}/v2/models/digits/infer", p.data)).collect();
+    let pods: Vec<String> = fleet
+        .pods
+        .iter()
+        .map(|p| format!("{}/v2/models/digits/infer", p.data))
+        .collect();
     let n = pods.len();
-    let answers: Vec<(usize, usize, u64, String)> = futures::stream::iter((0..users * n).map(|k| (k / n, k % n)))
-        .map(|(u, p)| {
-            let (client, url, body) = (fleet.client.clone(), pods[p].clone(), body.clone());
-            async move {
-                let resp = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("x-user-id", format!("user-{u}"))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200, "user-{u} on replica {p}");
-                let header = |h: &str| resp.headers()[h].to_str().unwrap().to_string();
-                let (version, route) = (header("x-model-version").parse().unwrap(), header("x-route"));
-                let _ = resp.bytes().await;
-                (u, p, version, route)
-            }
-        })
-        .buffer_unordered(24)
-        .collect()
-        .await;
+    let answers: Vec<(usize, usize, u64, String)> =
+        futures::stream::iter((0..users * n).map(|k| (k / n, k % n)))
+            .map(|(u, p)| {
+                let (client, url, body) = (fleet.client.clone(), pods[p].clone(), body.clone());
+                async move {
+                    let resp = client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("x-user-id", format!("user-{u}"))
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200, "user-{u} on replica {p}");
+                    let header = |h: &str| resp.headers()[h].to_str().unwrap().to_string();
+                    let (version, route) = (header("x-model-version").parse().unwrap(), header("x-route"));
+                    let _ = resp.bytes().await;
+                    (u, p, version, route)
+                }
+            })
+            .buffer_unordered(24)
+            .collect()
+            .await;
     let mut by_user: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for (u, p, v, route) in answers {
-        assert!(["sticky", "stable"].contains(&route.as_str()), "user-{u}: route {route}");
+        assert!(
+            ["sticky", "stable"].contains(&route.as_str()),
+            "user-{u}: route {route}"
+        );
         let slot = by_user.entry(u).or_insert_with(|| vec![0; n]);
         slot[p] = v;
     }
@@ -105,7 +116,10 @@ async fn versions(fleet: &LocalFleet, users: usize) -> BTreeMap<usize, Vec<u64>>
 fn agreed_on_candidate(by_user: &BTreeMap<usize, Vec<u64>>, weight_pct: f64) -> Vec<usize> {
     let mut on_candidate = Vec::new();
     for (u, vs) in by_user {
-        assert!(vs.iter().all(|v| *v == vs[0]), "user-{u} got {vs:?} from the 3 replicas");
+        assert!(
+            vs.iter().all(|v| *v == vs[0]),
+            "user-{u} got {vs:?} from the 3 replicas"
+        );
         if vs[0] == 2 {
             on_candidate.push(*u);
         }
@@ -163,10 +177,17 @@ async fn sticky_users_agree_across_replicas_and_status_writes_converge_within_a_
 
     // (b) from each status write to every replica's switchyard_policy_revision
     let (st, _) = fleet
-        .admin(0, Method::POST, "/admin/v1/models/digits/rollout/promote-full", None)
+        .admin(
+            0,
+            Method::POST,
+            "/admin/v1/models/digits/rollout/promote-full",
+            None,
+        )
         .await;
     assert_eq!(st, 200);
-    let steps: Vec<Value> = (1..=9).map(|w| json!({"weight": w * 1000, "bake": "1h"})).collect();
+    let steps: Vec<Value> = (1..=9)
+        .map(|w| json!({"weight": w * 1000, "bake": "1h"}))
+        .collect();
     fleet
         .start_rollout(
             0,
@@ -208,7 +229,11 @@ async fn convergence_of_one_promote(fleet: &LocalFleet, step: u64) -> f64 {
                 if held.is_some_and(|r| r > before) {
                     return now_secs();
                 }
-                assert!(Instant::now() < deadline, "revision {} never reached replica {i}", before + 1);
+                assert!(
+                    Instant::now() < deadline,
+                    "revision {} never reached replica {i}",
+                    before + 1
+                );
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
         })
@@ -222,7 +247,12 @@ async fn convergence_of_one_promote(fleet: &LocalFleet, step: u64) -> f64 {
     let (seen, ()) = futures::join!(futures::future::join_all(pollers), promote);
     let last_seen = seen.into_iter().fold(0.0, f64::max);
     for i in 0..fleet.pods.len() {
-        assert_eq!(fleet.revision(i).await, Some(before + 1), "{}'s gauge", fleet.pods[i].name);
+        assert_eq!(
+            fleet.revision(i).await,
+            Some(before + 1),
+            "{}'s gauge",
+            fleet.pods[i].name
+        );
     }
     // the leader stamps the decision just before its compare-and-swap write
     let (_, o) = standin::http(
@@ -322,15 +352,39 @@ async fn the_fleet_local_script_starts_and_stops_a_fleet() {
     let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["token"], TOKEN);
     let client = reqwest::Client::new();
-    assert_eq!(client.get(format!("{}/version", v["kube"].as_str().unwrap())).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(format!("{}/-/ready", v["prometheus"].as_str().unwrap())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{}/version", v["kube"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{}/-/ready", v["prometheus"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let pods = v["pods"].as_array().unwrap();
     assert_eq!(pods.len(), 2);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut leaders = Vec::new();
         for p in pods {
-            assert_eq!(client.get(format!("{}/ready", p["data"].as_str().unwrap())).send().await.unwrap().status(), 200);
+            assert_eq!(
+                client
+                    .get(format!("{}/ready", p["data"].as_str().unwrap()))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
             let f: Value = client
                 .get(format!("{}/admin/v1/fleet", p["admin"].as_str().unwrap()))
                 .bearer_auth(TOKEN)

@@ -28,13 +28,17 @@ use load::Load;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// A canary of version 2 with `steps`; latency is not what these tests are
 /// about (two cores, three servers), so its limit is loose.
 fn canary(steps: Value, analysis: Value) -> Value {
-    let mut a = json!({"interval": "1s", "min_requests": 5, "max_p95_ratio": 50.0, "progress_deadline": "120s"});
+    let mut a =
+        json!({"interval": "1s", "min_requests": 5, "max_p95_ratio": 50.0, "progress_deadline": "120s"});
     for (k, v) in analysis.as_object().unwrap() {
         a[k] = v.clone();
     }
@@ -65,7 +69,10 @@ async fn the_leader_killed_mid_step_hands_over_within_the_lease_and_the_step_res
     fleet
         .start_rollout(
             survivors[0],
-            canary(json!([{"weight": 2000, "bake": "8s"}, {"weight": 10000}]), json!({})),
+            canary(
+                json!([{"weight": 2000, "bake": "8s"}, {"weight": 10000}]),
+                json!({}),
+            ),
         )
         .await;
     let before = converged(&fleet, survivors[0]).await;
@@ -85,7 +92,11 @@ async fn the_leader_killed_mid_step_hands_over_within_the_lease_and_the_step_res
     );
     // the same step, with the timers it had
     let after = fleet.rollout(next).await;
-    assert_eq!((&after["step"], &after["phase"]), (&json!(0), &json!("progressing")), "{after}");
+    assert_eq!(
+        (&after["step"], &after["phase"]),
+        (&json!(0), &json!("progressing")),
+        "{after}"
+    );
     assert_eq!(after["step_started_at"], before["step_started_at"]);
     assert_eq!(after["revision_converged_at"], before["revision_converged_at"]);
 
@@ -107,14 +118,20 @@ async fn the_leader_killed_mid_step_hands_over_within_the_lease_and_the_step_res
         .unwrap();
     // the bake ran from the convergence, not from the takeover
     let takeover = killed_at + failover.as_secs_f64();
-    assert!(promoted_at >= converged_at + bake - 0.01, "promoted before the bake ended");
+    assert!(
+        promoted_at >= converged_at + bake - 0.01,
+        "promoted before the bake ended"
+    );
     assert!(
         promoted_at < takeover + bake - 0.5,
         "the bake restarted at the takeover: promoted {:.1} s after it",
         promoted_at - takeover
     );
     let (sent, failed) = load.stop().await;
-    assert_eq!(failed, 0, "{failed} of {sent} requests to the surviving replicas failed");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests to the surviving replicas failed"
+    );
     let (_, o) = standin::http(
         &fleet.kube,
         Method::GET,
@@ -147,7 +164,11 @@ async fn an_api_outage_under_load_fails_no_request_freezes_the_rollout_then_it_r
         for i in 0..3 {
             let r = fleet.rollout(i).await;
             for field in ["phase", "step", "revision"] {
-                assert_eq!(r[field], before[field], "{} during the outage: {r}", fleet.pods[i].name);
+                assert_eq!(
+                    r[field], before[field],
+                    "{} during the outage: {r}",
+                    fleet.pods[i].name
+                );
             }
         }
         // past the renew deadline nobody acts: the leader stopped, no one can take over
@@ -163,7 +184,12 @@ async fn an_api_outage_under_load_fails_no_request_freezes_the_rollout_then_it_r
     }
     assert!(leaderless);
     let r = fleet
-        .wait_rollout(0, Duration::from_secs(90), "the promotion after the outage", is_final)
+        .wait_rollout(
+            0,
+            Duration::from_secs(90),
+            "the promotion after the outage",
+            is_final,
+        )
         .await;
     assert_eq!(r["phase"], "promoted", "{r}");
     let (sent, failed) = load.stop().await;
@@ -196,7 +222,13 @@ async fn with_prometheus_gone_the_step_holds_then_aborts_at_the_error_limit() {
         .wait_rollout(0, Duration::from_secs(60), "the abort", is_final)
         .await;
     assert_eq!((&r["phase"], &r["step"]), (&json!("aborted"), &json!(0)), "{r}");
-    assert!(r["reason"].as_str().unwrap().contains("metrics unavailable 4 times"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("metrics unavailable 4 times"),
+        "{r}"
+    );
     let (sent, failed) = load.stop().await;
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
 }
@@ -251,7 +283,12 @@ async fn a_restarted_replica_turns_ready_only_with_the_current_revision_and_rbac
     let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
     fleet.kill(victim);
     let (st, r) = fleet
-        .admin(other, Method::POST, "/admin/v1/models/digits/rollout/promote", None)
+        .admin(
+            other,
+            Method::POST,
+            "/admin/v1/models/digits/rollout/promote",
+            None,
+        )
         .await;
     assert_eq!(st, 200, "{r}");
     let current = r["revision"].as_u64().unwrap();
@@ -270,7 +307,11 @@ async fn a_restarted_replica_turns_ready_only_with_the_current_revision_and_rbac
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let held = fleet.fleet(victim).await["revisions"]["digits"].clone();
-    assert_eq!(held, json!(current), "ready while holding revision {held}, the fleet's is {current}");
+    assert_eq!(
+        held,
+        json!(current),
+        "ready while holding revision {held}, the fleet's is {current}"
+    );
     assert!(unready > 0, "the restarted replica was never seen unready");
 
     // every Kubernetes API call the fleet made is allowed by the Role, and
@@ -290,5 +331,8 @@ async fn a_restarted_replica_turns_ready_only_with_the_current_revision_and_rbac
     let denied: Vec<_> = used.difference(&allowed).collect();
     assert!(denied.is_empty(), "the Role does not allow {denied:?}");
     let unused: Vec<_> = allowed.difference(&used).collect();
-    assert!(unused.is_empty(), "the Role allows {unused:?}, which the fleet never calls");
+    assert!(
+        unused.is_empty(),
+        "the Role allows {unused:?}, which the fleet never calls"
+    );
 }

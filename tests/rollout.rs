@@ -445,7 +445,10 @@ async fn ab_test_finds_the_better_model_and_no_difference_between_twins() {
     // The analysis may run between a row's feedback for version 2 and its
     // twin's for version 3: the arms differ by at most that one row.
     let result = &r["ab_result"]["result"];
-    let (n_s, n_c) = (result["n_stable"].as_i64().unwrap(), result["n_candidate"].as_i64().unwrap());
+    let (n_s, n_c) = (
+        result["n_stable"].as_i64().unwrap(),
+        result["n_candidate"].as_i64().unwrap(),
+    );
     assert!((0..=1).contains(&(n_s - n_c)), "the arms saw the same rows: {r}");
     let difference = result["difference"].as_f64().unwrap();
     assert!(difference.abs() < 0.01, "the arms saw the same values: {r}");

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use super::crd::{
-    AbTestFields, AnalysisFields, HistoryEntry, ModelRolloutStatus, PolicyStatus, RolloutFields, ShadowFields,
-    StepFields, StrategyName, HISTORY,
+    AbTestFields, AnalysisFields, HistoryEntry, ModelRolloutStatus, PolicyStatus, RolloutFields,
+    ShadowFields, StepFields, StrategyName, HISTORY,
 };
 use crate::policy::{CandidateSpec, PinMode, PolicySpec, ShadowSpec};
 use crate::rollout::machine::{Event, Phase, Rollout};
@@ -22,7 +22,11 @@ pub struct InvalidFields(pub String);
 
 /// `"10%"` → 1000 basis points; at most two decimals, 0..=100 %.
 pub fn parse_percent(s: &str) -> Result<u32, InvalidFields> {
-    let bad = || InvalidFields(format!("weight '{s}' is not a percentage such as \"10%\" or \"2.5%\""));
+    let bad = || {
+        InvalidFields(format!(
+            "weight '{s}' is not a percentage such as \"10%\" or \"2.5%\""
+        ))
+    };
     let number = s.trim().strip_suffix('%').ok_or_else(bad)?.trim();
     let value: f64 = number.parse().map_err(|_| bad())?;
     let bp = value * 100.0;
@@ -127,8 +131,8 @@ pub fn rollout_spec(f: &RolloutFields) -> Result<RolloutSpec, InvalidFields> {
         m.insert("analysis".into(), Value::Object(n));
     }
     m.insert("skip_validation".into(), json!(f.skip_validation));
-    let spec: RolloutSpec =
-        serde_json::from_value(Value::Object(m)).map_err(|e| InvalidFields(format!("invalid rollout: {e}")))?;
+    let spec: RolloutSpec = serde_json::from_value(Value::Object(m))
+        .map_err(|e| InvalidFields(format!("invalid rollout: {e}")))?;
     spec.check().map_err(|e| InvalidFields(e.to_string()))?;
     Ok(spec)
 }
@@ -291,7 +295,11 @@ pub fn rollout_of(model: &str, s: &ModelRolloutStatus) -> Option<Rollout> {
     );
     r.phase = phase;
     r.step = s.step as usize;
-    r.step_started_at = s.step_started_at.as_deref().and_then(parse_time).unwrap_or(r.started_at);
+    r.step_started_at = s
+        .step_started_at
+        .as_deref()
+        .and_then(parse_time)
+        .unwrap_or(r.started_at);
     r.revision_converged_at = s.revision_converged_at.as_deref().and_then(parse_time);
     r.inconclusive_since = s.inconclusive_since.as_deref().and_then(parse_time);
     r.last_analysis_at = s.last_analysis_at.as_deref().and_then(parse_time);
@@ -444,10 +452,15 @@ mod tests {
             weight_basis_points: bp,
             bake: None,
         };
-        let mut f = rollout_fields(&serde_json::from_value(json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": 10}]})).unwrap());
+        let mut f = rollout_fields(
+            &serde_json::from_value(json!({"strategy": "canary", "candidate": 2, "steps": [{"weight": 10}]}))
+                .unwrap(),
+        );
         f.steps = vec![step(Some("10%"), None), step(None, Some(5000))];
         let spec = rollout_spec(&f).unwrap();
-        assert!(matches!(&spec.strategy, Strategy::Canary { steps } if steps[0].weight == 1000 && steps[1].weight == 5000));
+        assert!(
+            matches!(&spec.strategy, Strategy::Canary { steps } if steps[0].weight == 1000 && steps[1].weight == 5000)
+        );
         f.steps = vec![step(Some("10%"), Some(1000))];
         assert!(rollout_spec(&f).unwrap_err().0.contains("exactly one"));
         f.steps = vec![step(Some("50%"), None), step(Some("10%"), None)];

@@ -16,6 +16,8 @@ use serde_json::Value;
 
 /// What to roll out and how: the rollout spec of the admin API, with
 /// Kubernetes-style (camelCase) field names.
+// clippy reads each printcolumn's `type_ = "string"` as a repeated attribute
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "switchyard.dev",

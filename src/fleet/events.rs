@@ -12,8 +12,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::crd::ModelRollout;
 use super::convert::phase_name;
+use super::crd::ModelRollout;
 use crate::rollout::machine::Phase;
 
 /// Writes core/v1 Events about `ModelRollout` objects.
@@ -55,7 +55,14 @@ impl EventRecorder {
             reason: Some(phase_name(phase).to_string()),
             // Event messages are capped at 1 KiB by the API server
             message: Some(message.chars().take(1000).collect()),
-            type_: Some(if phase == Phase::Aborted { "Warning" } else { "Normal" }.to_string()),
+            type_: Some(
+                if phase == Phase::Aborted {
+                    "Warning"
+                } else {
+                    "Normal"
+                }
+                .to_string(),
+            ),
             count: Some(1),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),

@@ -83,7 +83,9 @@ impl Leader {
             }
         }
         for name in COMMANDS {
-            let Some(value) = o.spec.commands.get(name) else { continue };
+            let Some(value) = o.spec.commands.get(name) else {
+                continue;
+            };
             if next.handled_commands.get(name).map(|h| h.value.as_str()) == Some(value) {
                 continue;
             }
@@ -117,7 +119,13 @@ impl Leader {
     /// A spec the leader has not acted on: start it when no rollout runs
     /// (a spec changed while one runs waits for it to finish, and
     /// `observedGeneration` stays behind until then).
-    fn spec_changes(&self, o: &ModelRollout, next: &mut ModelRolloutStatus, r: &mut Option<Rollout>, now: f64) {
+    fn spec_changes(
+        &self,
+        o: &ModelRollout,
+        next: &mut ModelRolloutStatus,
+        r: &mut Option<Rollout>,
+        now: f64,
+    ) {
         let model = &o.spec.model;
         let generation = o.metadata.generation;
         let running_finished = r.as_ref().is_none_or(|c| c.phase.is_final());
@@ -179,7 +187,9 @@ impl Leader {
             "abort" => Action::Abort,
             _ => Action::Retry,
         };
-        let cur = r.as_ref().ok_or_else(|| format!("model '{model}' has no rollout"))?;
+        let cur = r
+            .as_ref()
+            .ok_or_else(|| format!("model '{model}' has no rollout"))?;
         let (n, e) = machine::act(cur, action, now).map_err(|e| e.to_string())?;
         write_rollout(next, &n, Some(&e));
         *r = Some(n);
@@ -188,7 +198,13 @@ impl Leader {
 
     /// Back to the version stable before the last promotion, in one policy
     /// swap across the fleet.
-    fn rollback(&self, model: &str, next: &mut ModelRolloutStatus, r: Option<&Rollout>, now: f64) -> Result<(), String> {
+    fn rollback(
+        &self,
+        model: &str,
+        next: &mut ModelRolloutStatus,
+        r: Option<&Rollout>,
+        now: f64,
+    ) -> Result<(), String> {
         if let Some(cur) = r.filter(|c| !c.phase.is_final()) {
             return Err(format!(
                 "rollout {} of model '{model}' is active; abort it instead",

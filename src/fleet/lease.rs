@@ -312,7 +312,10 @@ mod tests {
         let mut dead = Elector::new("dead", T);
         assert!(round(&mut dead, &mut lease, t0));
         let (mut a, mut b) = (Elector::new("a", T), Elector::new("b", T));
-        let _ = (a.attempt(lease.read().0.as_ref(), t0, SystemTime::now()), b.attempt(lease.read().0.as_ref(), t0, SystemTime::now()));
+        let _ = (
+            a.attempt(lease.read().0.as_ref(), t0, SystemTime::now()),
+            b.attempt(lease.read().0.as_ref(), t0, SystemTime::now()),
+        );
         let later = t0 + Duration::from_secs(4);
         // both read the same version, both decide to write; the CAS lets one through
         let (current, version) = lease.read();
@@ -323,7 +326,10 @@ mod tests {
         };
         assert!(lease.write(version, ra.clone()));
         a.written(ra, later);
-        assert!(!lease.write(version, rb), "the second write names a stale version");
+        assert!(
+            !lease.write(version, rb),
+            "the second write names a stale version"
+        );
         assert!(a.is_leading(later) && !b.is_leading(later));
         // next round b reads a's fresh record and waits
         assert!(!round(&mut b, &mut lease, later + T.retry_period));

@@ -20,8 +20,8 @@ pub mod convert;
 pub mod crd;
 mod elector;
 mod events;
-pub mod lease;
 mod leader;
+pub mod lease;
 mod operator;
 pub mod prometheus;
 mod store;
@@ -122,13 +122,15 @@ async fn client_config(settings: &FleetSettings) -> Result<kube::Config, FleetEr
     let client_err = |e: String| FleetError::Client(e);
     let mut config = match &settings.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| client_err(format!("{}: {e}", path.display())))?;
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| client_err(format!("{}: {e}", path.display())))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| client_err(format!("{}: {e}", path.display())))?
         }
-        None => kube::Config::infer().await.map_err(|e| client_err(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| client_err(e.to_string()))?,
     };
     // kube retries 429/503/504 for minutes by default: an outage must fail
     // fast here (the Lease's renew deadline, the watch's capped backoff)

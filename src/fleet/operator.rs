@@ -85,9 +85,9 @@ impl FleetOperator {
                     .await
                 }
                 None => {
-                    let mut spec = fresh
-                        .cloned()
-                        .ok_or_else(|| RolloutError::NotFound(format!("model '{model}' has no ModelRollout")))?;
+                    let mut spec = fresh.cloned().ok_or_else(|| {
+                        RolloutError::NotFound(format!("model '{model}' has no ModelRollout"))
+                    })?;
                     change(&mut spec);
                     let o = ModelRollout::new(&name, spec);
                     tokio::time::timeout(self.call_timeout, async {
@@ -115,7 +115,11 @@ impl FleetOperator {
     }
 
     /// Waits until `answered` holds for `model`'s object as watched.
-    async fn answer<T>(&self, model: &str, answered: impl Fn(&ModelRollout) -> Option<T>) -> Result<T, RolloutError> {
+    async fn answer<T>(
+        &self,
+        model: &str,
+        answered: impl Fn(&ModelRollout) -> Option<T>,
+    ) -> Result<T, RolloutError> {
         let deadline = Instant::now() + self.answer_timeout;
         loop {
             if let Some(t) = self.cache.by_model(model).as_ref().and_then(&answered) {
@@ -151,9 +155,18 @@ impl FleetOperator {
 
     async fn start_now(&self, model: &str, spec: RolloutSpec) -> Result<Rollout, RolloutError> {
         let (o, current) = self.current(model);
-        let stable = o.as_ref().and_then(|o| o.status.as_ref()?.policy.as_ref().map(|p| p.stable));
+        let stable = o
+            .as_ref()
+            .and_then(|o| o.status.as_ref()?.policy.as_ref().map(|p| p.stable));
         // the leader's own checks, here, so a refusal answers at once
-        plan_start(&self.repo, model, spec.clone(), current.as_ref(), stable, now_secs())?;
+        plan_start(
+            &self.repo,
+            model,
+            spec.clone(),
+            current.as_ref(),
+            stable,
+            now_secs(),
+        )?;
         let before = current.map_or(0, |r| r.id);
         let fields = rollout_fields(&spec);
         let generation = self
@@ -216,7 +229,9 @@ impl FleetOperator {
 
     async fn rollback_now(&self, model: &str) -> Result<PolicySpec, RolloutError> {
         if self.cache.by_model(model).is_none() {
-            return Err(RolloutError::NotFound(format!("model '{model}' has no ModelRollout")));
+            return Err(RolloutError::NotFound(format!(
+                "model '{model}' has no ModelRollout"
+            )));
         }
         let o = self.command(model, "rollback").await?;
         o.status
@@ -228,7 +243,11 @@ impl FleetOperator {
 }
 
 impl Operator for FleetOperator {
-    fn start<'a>(&'a self, model: &'a str, spec: RolloutSpec) -> BoxFuture<'a, Result<Rollout, RolloutError>> {
+    fn start<'a>(
+        &'a self,
+        model: &'a str,
+        spec: RolloutSpec,
+    ) -> BoxFuture<'a, Result<Rollout, RolloutError>> {
         Box::pin(self.start_now(model, spec))
     }
 
@@ -245,6 +264,8 @@ impl Operator for FleetOperator {
     }
 
     fn events<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<Vec<(i64, Event)>, RolloutError>> {
-        Box::pin(std::future::ready(self.audit.events(model).map_err(RolloutError::from)))
+        Box::pin(std::future::ready(
+            self.audit.events(model).map_err(RolloutError::from),
+        ))
     }
 }

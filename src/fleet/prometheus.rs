@@ -123,7 +123,12 @@ fn range(since: SystemTime) -> String {
 }
 
 impl PrometheusSource {
-    async fn summary_of(&self, model: &str, version: u64, since: SystemTime) -> Result<Option<Summary>, MetricsError> {
+    async fn summary_of(
+        &self,
+        model: &str,
+        version: u64,
+        since: SystemTime,
+    ) -> Result<Option<Summary>, MetricsError> {
         let w = range(since);
         let labels = [("model", model.to_string()), ("version", version.to_string())];
         let requests = self.select(names::REQUESTS_TOTAL, &labels);
@@ -148,7 +153,9 @@ impl PrometheusSource {
         let mut quantiles = [0.0; 3];
         for (i, q) in [0.5, 0.95, 0.99].into_iter().enumerate() {
             let v = self
-                .scalar(&format!("histogram_quantile({q}, sum by (le) (rate({buckets}{w})))"))
+                .scalar(&format!(
+                    "histogram_quantile({q}, sum by (le) (rate({buckets}{w})))"
+                ))
                 .await?
                 .unwrap_or(f64::NAN);
             quantiles[i] = if v.is_finite() { v * 1000.0 } else { 0.0 };
@@ -157,7 +164,11 @@ impl PrometheusSource {
         Ok(Some(Summary {
             requests,
             errors,
-            error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+            error_rate: if requests == 0 {
+                0.0
+            } else {
+                errors as f64 / requests as f64
+            },
             p50_ms: quantiles[0],
             p95_ms: quantiles[1],
             p99_ms: quantiles[2],
@@ -183,7 +194,10 @@ impl PrometheusSource {
         if n < 1.0 {
             return Ok(Moments::default());
         }
-        let total = self.scalar(&sum("delta", names::FEEDBACK_SUM)).await?.unwrap_or(0.0);
+        let total = self
+            .scalar(&sum("delta", names::FEEDBACK_SUM))
+            .await?
+            .unwrap_or(0.0);
         let squares = self
             .scalar(&sum("delta", names::FEEDBACK_SQUARES_SUM))
             .await?
@@ -241,7 +255,11 @@ impl MetricsSource for PrometheusSource {
             let compared = agree + disagree;
             Ok(Some(ShadowSummary {
                 compared,
-                agreement: if compared == 0 { 1.0 } else { agree as f64 / compared as f64 },
+                agreement: if compared == 0 {
+                    1.0
+                } else {
+                    agree as f64 / compared as f64
+                },
                 errors: count("error"),
             }))
         })
@@ -266,13 +284,19 @@ impl MetricsSource for PrometheusSource {
         })
     }
 
-    fn converged<'a>(&'a self, model: &'a str, revision: u64) -> BoxFuture<'a, Result<Option<f64>, MetricsError>> {
+    fn converged<'a>(
+        &'a self,
+        model: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<f64>, MetricsError>> {
         Box::pin(async move {
             let ready = format!("({} == 1)", self.select(names::READY, &[]));
             let held = self.select(names::POLICY_REVISION, &[("model", model.to_string())]);
             let replicas = self.scalar(&format!("count{ready}")).await?.unwrap_or(0.0);
             let behind = self
-                .scalar(&format!("count({ready} unless on(instance) ({held} >= {revision}))"))
+                .scalar(&format!(
+                    "count({ready} unless on(instance) ({held} >= {revision}))"
+                ))
                 .await?
                 .unwrap_or(0.0);
             Ok((replicas >= 1.0 && behind == 0.0).then(now_secs))

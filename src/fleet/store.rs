@@ -100,7 +100,9 @@ impl KubeStore {
         change: impl FnOnce(&mut ModelRolloutStatus),
     ) -> Result<String, PolicyStoreError> {
         if !self.leadership.is_leading() {
-            return Err(PolicyStoreError::Unavailable("this replica does not lead the fleet".into()));
+            return Err(PolicyStoreError::Unavailable(
+                "this replica does not lead the fleet".into(),
+            ));
         }
         let mut o = self
             .cache
@@ -151,7 +153,13 @@ impl KubeStore {
 
     /// After a write: the Kubernetes Event and the abort counter, when the
     /// phase changed.
-    pub(super) fn announce(&self, o: &ModelRollout, before: Option<&Rollout>, next: &Rollout, event: Option<&Event>) {
+    pub(super) fn announce(
+        &self,
+        o: &ModelRollout,
+        before: Option<&Rollout>,
+        next: &Rollout,
+        event: Option<&Event>,
+    ) {
         let changed = before.is_none_or(|b| b.phase != next.phase || b.id != next.id);
         if !changed {
             return;
@@ -210,7 +218,10 @@ impl PolicyStore for KubeStore {
                     "a fleet starts rollouts through the ModelRollout's spec".into(),
                 ));
             };
-            let before = self.cache.by_model(&next.model).and_then(|o| KubeStore::versioned(&o));
+            let before = self
+                .cache
+                .by_model(&next.model)
+                .and_then(|o| KubeStore::versioned(&o));
             let rv = self
                 .write_status(&next.model, expected, |s| write_rollout(s, next, event))
                 .await?;

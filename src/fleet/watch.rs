@@ -205,8 +205,18 @@ impl Follower {
 
     /// Installs the cluster's policy when it is newer than the one held.
     fn apply(&self, model: &str, revision: u64, policy: crate::policy::PolicySpec) {
-        let held = self.repo.snapshot().models.get(model).map_or(0, |m| m.policy_revision);
-        let has_policy = self.repo.snapshot().models.get(model).is_some_and(|m| m.policy.is_some());
+        let held = self
+            .repo
+            .snapshot()
+            .models
+            .get(model)
+            .map_or(0, |m| m.policy_revision);
+        let has_policy = self
+            .repo
+            .snapshot()
+            .models
+            .get(model)
+            .is_some_and(|m| m.policy.is_some());
         if revision <= held && has_policy {
             return;
         }
@@ -232,7 +242,11 @@ impl Follower {
             return;
         }
         if !self.repo.versions_on_disk(model).contains(&version) {
-            tracing::warn!(model, version, "the fleet names a version this server does not have on disk");
+            tracing::warn!(
+                model,
+                version,
+                "the fleet names a version this server does not have on disk"
+            );
             return;
         }
         let (repo, name) = (self.repo.clone(), model.to_string());

@@ -57,9 +57,10 @@ impl Repository {
         let wanted = config.versions.select(&self.versions_on_disk(name));
         let mut to_load = Vec::new();
         self.publish(|s| {
-            let entry = s.models.entry(name.to_string()).or_insert_with(|| {
-                Arc::new(ModelEntry::new(name, config.clone(), samples.clone()))
-            });
+            let entry = s
+                .models
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(ModelEntry::new(name, config.clone(), samples.clone())));
             let m = Arc::make_mut(entry);
             m.config = config.clone();
             m.samples = samples.clone();

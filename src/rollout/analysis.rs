@@ -109,7 +109,11 @@ pub trait MetricsSource: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, MetricsError>>;
     /// Since when (seconds since the Unix epoch) every serving replica
     /// holds policy `revision` of `model` or a later one; `None`: not yet.
-    fn converged<'a>(&'a self, model: &'a str, revision: u64) -> BoxFuture<'a, Result<Option<f64>, MetricsError>>;
+    fn converged<'a>(
+        &'a self,
+        model: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<f64>, MetricsError>>;
 }
 
 #[cfg(test)]

@@ -132,7 +132,11 @@ pub struct Controller {
 
 impl Controller {
     /// A controller over `store`, reading `metrics`, on the system clock.
-    pub fn new(repo: Arc<Repository>, store: Arc<dyn PolicyStore>, metrics: Arc<dyn MetricsSource>) -> Controller {
+    pub fn new(
+        repo: Arc<Repository>,
+        store: Arc<dyn PolicyStore>,
+        metrics: Arc<dyn MetricsSource>,
+    ) -> Controller {
         Controller::with_clock(repo, store, metrics, Arc::new(now_secs))
     }
 
@@ -251,11 +255,17 @@ fn conflict(model: &str) -> RolloutError {
 
 /// Gathers what the state machine needs for `r` now. A metrics error on
 /// any read makes the whole observation "cannot tell".
-pub async fn observe(repo: &Arc<Repository>, metrics: &dyn MetricsSource, r: &Rollout, clock: &Clock) -> Observation {
+pub async fn observe(
+    repo: &Arc<Repository>,
+    metrics: &dyn MetricsSource,
+    r: &Rollout,
+    clock: &Clock,
+) -> Observation {
     let mut obs = Observation::default();
     if r.phase == Phase::Validating {
         let (repo, model, c, s) = (repo.clone(), r.model.clone(), r.candidate, r.stable);
-        let report = tokio::task::spawn_blocking(move || validation::validate(&repo, &model, c, Some(s))).await;
+        let report =
+            tokio::task::spawn_blocking(move || validation::validate(&repo, &model, c, Some(s))).await;
         obs.validation = Some(match report {
             Ok(report) if report.passed => Ok(serde_json::to_value(&report).unwrap_or(Value::Null)),
             Ok(report) => Err(report.failures()),

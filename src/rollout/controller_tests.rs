@@ -71,7 +71,12 @@ impl MetricsSource for FakeMetrics {
     ) -> BoxFuture<'a, Result<Option<ShadowSummary>, MetricsError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
-    fn breaker_open<'a>(&'a self, _: &'a str, _: u64, _: SystemTime) -> BoxFuture<'a, Result<bool, MetricsError>> {
+    fn breaker_open<'a>(
+        &'a self,
+        _: &'a str,
+        _: u64,
+        _: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, MetricsError>> {
         let r = self.check().map(|()| false);
         Box::pin(std::future::ready(r))
     }

@@ -166,7 +166,8 @@ impl LocalStore {
         if before_same.map(|b| b.policy()) != Some(next.policy()) {
             self.install(next)?;
         }
-        let promoted_now = next.phase == Phase::Promoted && before_same.is_some_and(|b| b.phase != Phase::Promoted);
+        let promoted_now =
+            next.phase == Phase::Promoted && before_same.is_some_and(|b| b.phase != Phase::Promoted);
         if promoted_now && matches!(next.spec.strategy, Strategy::BlueGreen { .. }) {
             if let Err(e) = self.repo.unload_version(model, next.stable, Duration::ZERO) {
                 tracing::warn!(model = %model, version = next.stable, error = %e, "old stable not unloaded");
@@ -230,12 +231,19 @@ impl MetricsSource for LocalMetrics {
         version: u64,
         _since: SystemTime,
     ) -> BoxFuture<'a, Result<bool, MetricsError>> {
-        ready(Ok(self.breakers.as_ref().is_some_and(|probe| probe(model, version))))
+        ready(Ok(self
+            .breakers
+            .as_ref()
+            .is_some_and(|probe| probe(model, version))))
     }
 
     /// This server is the whole fleet: converged once the snapshot holds
     /// the revision, since it was installed.
-    fn converged<'a>(&'a self, model: &'a str, revision: u64) -> BoxFuture<'a, Result<Option<f64>, MetricsError>> {
+    fn converged<'a>(
+        &'a self,
+        model: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<f64>, MetricsError>> {
         let snapshot = self.repo.snapshot();
         let since = snapshot
             .models

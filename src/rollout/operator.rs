@@ -16,7 +16,8 @@ use crate::repository::{PolicyError, Repository};
 /// Rollout commands and reads, as the admin API offers them.
 pub trait Operator: Send + Sync {
     /// Starts a rollout of `spec` on `model` from its stable version.
-    fn start<'a>(&'a self, model: &'a str, spec: RolloutSpec) -> BoxFuture<'a, Result<Rollout, RolloutError>>;
+    fn start<'a>(&'a self, model: &'a str, spec: RolloutSpec)
+        -> BoxFuture<'a, Result<Rollout, RolloutError>>;
     /// The newest rollout of `model` (active or finished).
     fn get<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<Option<Rollout>, RolloutError>>;
     /// Applies a manual action to the newest rollout of `model`.
@@ -48,7 +49,11 @@ pub struct LocalOperator {
 }
 
 impl Operator for LocalOperator {
-    fn start<'a>(&'a self, model: &'a str, spec: RolloutSpec) -> BoxFuture<'a, Result<Rollout, RolloutError>> {
+    fn start<'a>(
+        &'a self,
+        model: &'a str,
+        spec: RolloutSpec,
+    ) -> BoxFuture<'a, Result<Rollout, RolloutError>> {
         Box::pin(self.controller.start(model, spec))
     }
 

@@ -132,9 +132,7 @@ impl PolicyStore for MemoryStore {
             return ready(Err(PolicyStoreError::Conflict(next.model.clone())));
         }
         let version = inner.rollouts.get(&next.model).map_or(1, |(_, v)| v + 1);
-        inner
-            .rollouts
-            .insert(next.model.clone(), (next.clone(), version));
+        inner.rollouts.insert(next.model.clone(), (next.clone(), version));
         if let Some(e) = event {
             inner.events.push((next.model.clone(), next.id, e.clone()));
         }

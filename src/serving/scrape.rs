@@ -34,7 +34,11 @@ fn refresh(state: &AppState) {
             let ready = matches!(entry.state, crate::repository::VersionState::Ready);
             gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
             if ready {
-                let route = if m.default_version() == Some(v) { "stable" } else { "sticky" };
+                let route = if m.default_version() == Some(v) {
+                    "stable"
+                } else {
+                    "sticky"
+                };
                 crate::telemetry::init_request_counters(name, v, route);
             }
             let weight = weights

@@ -111,7 +111,14 @@ impl AppState {
     pub fn with_fleet(repo: Arc<Repository>, settings: Settings, fleet: Arc<Fleet>) -> AppState {
         let shadow = ShadowHub::start(settings.shadow_queue);
         let guard = Guard::new(&settings.guard);
-        AppState::build(repo, settings, shadow, guard, fleet.operator(), Control::Fleet(fleet))
+        AppState::build(
+            repo,
+            settings,
+            shadow,
+            guard,
+            fleet.operator(),
+            Control::Fleet(fleet),
+        )
     }
 
     fn build(

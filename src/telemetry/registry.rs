@@ -73,11 +73,17 @@ fn describe() {
     describe_gauge!(ROLLOUT_STEP, "Index of the current rollout step.");
     describe_counter!(ROLLOUT_ABORTED_TOTAL, "Rollouts aborted.");
     describe_gauge!(READY, "1 while the readiness probe answers 200, else 0.");
-    describe_gauge!(POLICY_REVISION, "Revision of the traffic policy this server applies.");
+    describe_gauge!(
+        POLICY_REVISION,
+        "Revision of the traffic policy this server applies."
+    );
     describe_gauge!(FLEET_LEADER, "1 while this server leads its fleet, else 0.");
     describe_counter!(FEEDBACK_VALUES_TOTAL, "Feedback values recorded.");
     describe_gauge!(FEEDBACK_SUM, "Running sum of the feedback values recorded.");
-    describe_gauge!(FEEDBACK_SQUARES_SUM, "Running sum of the squared feedback values recorded.");
+    describe_gauge!(
+        FEEDBACK_SQUARES_SUM,
+        "Running sum of the squared feedback values recorded."
+    );
     describe_counter!(FEEDBACK_NON_BINARY_TOTAL, "Feedback values other than 0 and 1.");
 }
 

@@ -144,7 +144,14 @@ impl LocalFleet {
             .arg(&p.state)
             .args(["--listen", &format!("127.0.0.1:{}", p.data_port)])
             .args(["--admin-listen", &format!("127.0.0.1:{}", p.admin_port)])
-            .args(["--fleet", "kubernetes", "--namespace", "default", "--pod-name", &p.name])
+            .args([
+                "--fleet",
+                "kubernetes",
+                "--namespace",
+                "default",
+                "--pod-name",
+                &p.name,
+            ])
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--prometheus-url", &self.prometheus.url])
@@ -232,7 +239,13 @@ impl LocalFleet {
     }
 
     /// An admin request to replica `i`: (status, JSON).
-    pub(crate) async fn admin(&self, i: usize, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn admin(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.pods[i].admin))
@@ -249,7 +262,9 @@ impl LocalFleet {
 
     /// `GET /admin/v1/fleet` of replica `i`.
     pub(crate) async fn fleet(&self, i: usize) -> Value {
-        self.admin(i, reqwest::Method::GET, "/admin/v1/fleet", None).await.1
+        self.admin(i, reqwest::Method::GET, "/admin/v1/fleet", None)
+            .await
+            .1
     }
 
     /// The index of the replica that leads, waiting for one to.
@@ -293,7 +308,13 @@ impl LocalFleet {
 
     /// Waits until replica `i` sees the rollout in one of `phases` (and
     /// `pred` holds), failing on any other final phase.
-    pub(crate) async fn wait_rollout(&self, i: usize, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_rollout(
+        &self,
+        i: usize,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let r = self.rollout(i).await;
@@ -345,7 +366,10 @@ fn start_prometheus(dir: &Path, pods: &[Pod]) -> Prometheus {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("prometheus").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -150,7 +150,10 @@ fn validation_failure_stops_before_traffic() {
 #[test]
 fn a_step_waits_for_the_fleet_to_converge_and_bakes_from_then() {
     let r = validated(&canary(&[1000, 5000, 10_000], 5));
-    assert_eq!(r.revision, 2, "passing validation put the candidate in the policy");
+    assert_eq!(
+        r.revision, 2,
+        "passing validation put the candidate in the policy"
+    );
     assert_eq!(r.revision_converged_at, None);
     // not converged: a passing verdict counts for nothing, even past the bake
     let waiting = Observation {
@@ -225,5 +228,8 @@ fn every_policy_change_raises_the_revision_and_nothing_else_does() {
     let (p, _) = act(&p, Action::Abort, 3.0).unwrap();
     assert_eq!(p.revision, 4);
     let (p, _) = act(&p, Action::Retry, 4.0).unwrap();
-    assert_eq!(p.revision, 4, "retrying keeps all traffic on stable until validation passes");
+    assert_eq!(
+        p.revision, 4,
+        "retrying keeps all traffic on stable until validation passes"
+    );
 }
