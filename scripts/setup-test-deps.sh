@@ -5,18 +5,22 @@
 #   and tests/grpc_proto.rs. The venv is rebuilt when
 #   requirements.txt changes (its sha256 is stamped inside the venv).
 # - prometheus and promtool (Debian package prometheus), used by tests/metrics.rs,
-#   tests/prometheus.rs and deploy/prometheus/check.sh; installed with apt-get
-#   when missing.
+#   tests/prometheus.rs, the fleet tests and deploy/prometheus/check.sh; and
+#   curl (7.84 or later: --parallel, %header{}), which tests/fleet.rs drives
+#   10,000 users' predicts with; installed with apt-get when missing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  command -v apt-get >/dev/null || { echo "setup-test-deps: install Prometheus (promtool and prometheus on PATH)" >&2; exit 1; }
+missing=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || { echo "setup-test-deps: install ${missing[*]} (on PATH)" >&2; exit 1; }
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  echo "setup-test-deps: installing the Debian package prometheus" >&2
+  echo "setup-test-deps: installing the Debian packages ${missing[*]}" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -20,7 +20,6 @@ mod standin;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -65,49 +64,53 @@ async fn wait_revision(fleet: &LocalFleet, revision: u64) {
     }
 }
 
-/// The version each of `users` users gets from each replica (the
-/// `x-model-version` of a real predict; the body is not parsed).
+/// The version each of `users` users gets from each replica: the
+/// `x-model-version` of a real predict per user and replica. curl sends
+/// them (`--parallel`, `%header{...}`): the servers, not the client, should
+/// be what two shared cores spend their time on.
 async fn versions(fleet: &LocalFleet, users: usize) -> BTreeMap<usize, Vec<u64>> {
     let row = digits_samples()[0].0.clone();
-    let body = bytes::Bytes::from(common::digits_request(&[row]).to_string());
-    let pods: Vec<String> = fleet
-        .pods
-        .iter()
-        .map(|p| format!("{}/v2/models/digits/infer", p.data))
-        .collect();
-    let n = pods.len();
-    let answers: Vec<(usize, usize, u64, String)> =
-        futures::stream::iter((0..users * n).map(|k| (k / n, k % n)))
-            .map(|(u, p)| {
-                let (client, url, body) = (fleet.client.clone(), pods[p].clone(), body.clone());
-                async move {
-                    let resp = client
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .header("x-user-id", format!("user-{u}"))
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 200, "user-{u} on replica {p}");
-                    let header = |h: &str| resp.headers()[h].to_str().unwrap().to_string();
-                    let (version, route) = (header("x-model-version").parse().unwrap(), header("x-route"));
-                    let _ = resp.bytes().await;
-                    (u, p, version, route)
-                }
-            })
-            .buffer_unordered(24)
-            .collect()
-            .await;
-    let mut by_user: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-    for (u, p, v, route) in answers {
-        assert!(
-            ["sticky", "stable"].contains(&route.as_str()),
-            "user-{u}: route {route}"
-        );
-        let slot = by_user.entry(u).or_insert_with(|| vec![0; n]);
-        slot[p] = v;
+    let body = fleet.dir().join("predict.json");
+    std::fs::write(&body, common::digits_request(&[row]).to_string()).unwrap();
+    let mut config = String::new();
+    for u in 0..users {
+        for (p, pod) in fleet.pods.iter().enumerate() {
+            config.push_str(&format!(
+                "next\nurl = \"{}/v2/models/digits/infer\"\nheader = \"x-user-id: user-{u}\"\n\
+                 header = \"content-type: application/json\"\ndata = \"@{}\"\noutput = \"/dev/null\"\n\
+                 write-out = \"{u} {p} %{{http_code}} %header{{x-model-version}} %header{{x-route}}\\n\"\n",
+                pod.data,
+                body.display()
+            ));
+        }
     }
+    let config_path = fleet.dir().join(format!("curl-{users}.cfg"));
+    std::fs::write(&config_path, config).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "--parallel", "--parallel-max", "24", "-K"])
+            .arg(&config_path)
+            .output()
+            .expect("curl (7.84 or later) is needed: run `make setup-test`")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let n = fleet.pods.len();
+    let mut by_user: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 5, "curl wrote {line:?} (curl 7.84 or later is needed)");
+        let (u, p): (usize, usize) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        assert_eq!(f[2], "200", "user-{u} on replica {p}");
+        assert!(["sticky", "stable"].contains(&f[4]), "user-{u}: route {}", f[4]);
+        by_user.entry(u).or_insert_with(|| vec![0; n])[p] = f[3].parse().unwrap();
+    }
+    assert_eq!(by_user.len(), users, "curl answered for {} users", by_user.len());
+    assert!(
+        by_user.values().all(|vs| vs.iter().all(|&v| v > 0)),
+        "a request is missing"
+    );
     by_user
 }
 
