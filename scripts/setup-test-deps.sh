@@ -5,9 +5,12 @@
 #   and tests/grpc_proto.rs. The venv is rebuilt when
 #   requirements.txt changes (its sha256 is stamped inside the venv).
 # - prometheus and promtool (Debian package prometheus), used by tests/metrics.rs,
-#   tests/prometheus.rs, tests/grafana.rs and deploy/prometheus/check.sh;
+#   tests/prometheus.rs, tests/grafana.rs, the fleet tests and
+#   deploy/prometheus/check.sh;
 # - chromium and chromedriver (Debian packages chromium and chromium-driver),
 #   used by tests/ui_browser.rs (the live page in headless Chromium);
+# - curl (7.84 or later: --parallel, %header{}), which tests/fleet.rs drives
+#   10,000 users' predicts with;
 # installed with apt-get when missing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,8 +20,9 @@ missing=()
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null || { echo "setup-test-deps: install ${missing[*]} (Prometheus, Chromium and chromedriver on PATH)" >&2; exit 1; }
+  command -v apt-get >/dev/null || { echo "setup-test-deps: install ${missing[*]} (Prometheus, Chromium, chromedriver and curl on PATH)" >&2; exit 1; }
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   echo "setup-test-deps: installing the Debian packages ${missing[*]}" >&2
   $SUDO apt-get update -qq

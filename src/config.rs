@@ -7,11 +7,22 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 
+use crate::fleet::{FleetSettings, Timings};
 use crate::guard::{BreakerConfig, GuardSettings, RateSpec};
 use crate::serving::{BodySettings, FeedbackSettings, Settings};
 use crate::telemetry::LogFormat;
+
+/// Where rollouts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FleetMode {
+    /// In this server alone (state in --state-dir).
+    Local,
+    /// Across every replica of the namespace, through the Kubernetes API
+    /// (ModelRollout objects, a Lease) and Prometheus.
+    Kubernetes,
+}
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
@@ -170,6 +181,51 @@ pub struct Config {
     /// How long a replaced stable version stays loaded for instant rollback.
     #[arg(long, env = "SWITCHYARD_ROLLBACK_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub rollback_window: std::time::Duration,
+
+    /// Where rollouts run: in this server alone, or across every replica
+    /// of the namespace as one fleet (docs/kubernetes.md).
+    #[arg(long, env = "SWITCHYARD_FLEET", value_enum, default_value_t = FleetMode::Local)]
+    pub fleet: FleetMode,
+
+    /// Fleet mode: a kubeconfig file (default: $KUBECONFIG, ~/.kube/config,
+    /// else the pod's service account).
+    #[arg(long, env = "SWITCHYARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Fleet mode: the namespace of the ModelRollout objects and the Lease
+    /// (default: the client configuration's; in a pod, its own).
+    #[arg(long, env = "SWITCHYARD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This server's name in the fleet (default: $POD_NAME, else the host name).
+    #[arg(long, env = "SWITCHYARD_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Fleet mode: the Prometheus that scrapes every replica, e.g.
+    /// http://prometheus.monitoring:9090 (rollouts are analysed on it).
+    #[arg(long, env = "SWITCHYARD_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// Fleet mode: label matchers added to every Prometheus query, so
+    /// other deployments' series do not mix in, e.g. namespace="ml".
+    #[arg(long, env = "SWITCHYARD_PROMETHEUS_MATCHERS", default_value = "")]
+    pub prometheus_matchers: String,
+
+    /// Fleet mode: the name of the leader-election Lease.
+    #[arg(long, env = "SWITCHYARD_LEASE_NAME", default_value = "switchyard")]
+    pub lease_name: String,
+
+    /// Fleet mode: how long a leader's Lease stays valid without a renew.
+    #[arg(long, env = "SWITCHYARD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Fleet mode: how long a leader keeps acting without a successful renew.
+    #[arg(long, env = "SWITCHYARD_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+
+    /// Fleet mode: how often candidates try for the Lease and the leader renews it.
+    #[arg(long, env = "SWITCHYARD_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
 }
 
 impl Config {
@@ -240,7 +296,49 @@ impl Config {
                 "--header-read-timeout, --idle-timeout and --body-read-timeout must be positive".into(),
             );
         }
+        if self.fleet == FleetMode::Kubernetes {
+            if self.prometheus_url.as_deref().unwrap_or("").is_empty() {
+                return Err(
+                    "--fleet kubernetes analyses rollouts on Prometheus: set --prometheus-url (SWITCHYARD_PROMETHEUS_URL)"
+                        .into(),
+                );
+            }
+            self.timings().check()?;
+        }
         Ok(())
+    }
+
+    fn timings(&self) -> Timings {
+        Timings {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        }
+    }
+
+    /// This server's name: --pod-name, else $POD_NAME, else the host name.
+    pub fn pod(&self) -> String {
+        self.pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "switchyard".into())
+    }
+
+    /// Fleet mode's settings, when it is on.
+    pub fn fleet_settings(&self) -> Option<FleetSettings> {
+        (self.fleet == FleetMode::Kubernetes).then(|| FleetSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone().filter(|n| !n.is_empty()),
+            pod_name: self.pod(),
+            prometheus_url: self.prometheus_url.clone().unwrap_or_default(),
+            prometheus_matchers: self.prometheus_matchers.clone(),
+            lease_name: self.lease_name.clone(),
+            timings: self.timings(),
+            state_dir: self.state_dir.clone(),
+        })
     }
 
     /// What the shared state needs, as plain values.
@@ -270,6 +368,7 @@ impl Config {
             shadow_queue: self.shadow_queue,
             max_in_flight: self.max_in_flight.max(1),
             state_dir: self.state_dir.clone(),
+            pod_name: self.pod(),
             guard: GuardSettings {
                 trusted_proxies: self.trusted_proxies.clone(),
                 rate_limit: self.rate_limit,
@@ -399,6 +498,9 @@ mod tests {
         assert_eq!(c.rollback_window, std::time::Duration::from_secs(600));
         assert_eq!(c.max_in_flight, 1024);
         assert_eq!(c.rate_limit, None);
+        assert_eq!(c.fleet, FleetMode::Local);
+        assert_eq!(c.lease_duration, std::time::Duration::from_secs(15));
+        assert!(c.fleet_settings().is_none());
         let c =
             ServeFlags::parse_from(["serve", "--rate-limit", "100/60s", "--rate-limit-burst", "10"]).config;
         let r = c.rate_limit.unwrap();
@@ -459,6 +561,45 @@ mod tests {
         assert_eq!(c.grpc_listen.addr(), Some("127.0.0.1:9001".parse().unwrap()));
         assert!(!c.repository_api);
         assert!(ServeFlags::try_parse_from(["serve", "--grpc-listen", "8001"]).is_err());
+    }
+
+    #[test]
+    fn fleet_mode_needs_prometheus_and_consistent_lease_timings() {
+        let c = ServeFlags::parse_from(["serve", "--fleet", "kubernetes"]).config;
+        assert!(c.validate().unwrap_err().contains("--prometheus-url"));
+        let c = ServeFlags::parse_from([
+            "serve",
+            "--fleet",
+            "kubernetes",
+            "--prometheus-url",
+            "http://127.0.0.1:9090",
+            "--pod-name",
+            "pod-a",
+            "--lease-duration",
+            "3s",
+            "--lease-renew-deadline",
+            "2s",
+            "--lease-retry-period",
+            "500ms",
+        ])
+        .config;
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        let f = c.fleet_settings().unwrap();
+        assert_eq!(
+            (f.pod_name.as_str(), f.timings.retry_period.as_millis()),
+            ("pod-a", 500)
+        );
+        let c = ServeFlags::parse_from([
+            "serve",
+            "--fleet",
+            "kubernetes",
+            "--prometheus-url",
+            "http://p",
+            "--lease-renew-deadline",
+            "20s",
+        ])
+        .config;
+        assert!(c.validate().unwrap_err().contains("renew deadline"));
     }
 
     #[test]

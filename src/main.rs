@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         Command::Rollout(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::rollout(args))),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::status(args))),
         Command::Load(args) => runtime().and_then(|rt| rt.block_on(switchyard::cli::load(args))),
+        Command::Crd => {
+            print!("{}", switchyard::fleet::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -397,6 +397,13 @@ async fn ab_test_finds_the_better_model_and_no_difference_between_twins() {
         .admin(Method::POST, "/admin/v1/models/digits/versions/3/load", None)
         .await;
     assert_eq!(st, 200, "{body}");
+    // Windows resolve to 5 s buckets: the second test's window must not
+    // share a bucket with the first test's last feedback for version 2.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(5.0 - secs % 5.0 + 0.05)).await;
     start(
         &s,
         json!({"strategy": "ab-test", "candidate": 3, "min_samples": 300, "analysis": fast_analysis(1)}),

@@ -1,6 +1,7 @@
 //! The admin API on the admin listener: models, versions and
-//! their states, traffic policies, version load/unload, shadow results and
-//! rollback. Guarded by a bearer token when one is configured.
+//! their states, traffic policies, version load/unload, shadow results,
+//! rollouts and rollback, and the fleet this server belongs to. Guarded by
+//! a bearer token when one is configured.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/v1/models/{model}/rollout", get(get_rollout))
         .route("/admin/v1/models/{model}/rollout/{action}", post(rollout_action))
         .route("/admin/v1/models/{model}/events", get(events))
+        .route("/admin/v1/fleet", get(fleet))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -169,6 +171,12 @@ async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = (|| {
+        if state.fleet().is_some() {
+            return Err(ApiError::Conflict(format!(
+                "fleet mode: the traffic policy of model '{model}' comes from its ModelRollout; \
+                 start a rollout or roll back instead"
+            )));
+        }
         let body = body_bytes(body, state.settings.body_limit)?;
         let spec: PolicySpec = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid policy for model '{model}': {e}")))?;
@@ -250,10 +258,10 @@ async fn shadow(State(state): State<Arc<AppState>>, Path(model): Path<String>) -
 }
 
 async fn rollback(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
-    match state.repo.rollback(&model, state.settings.rollback_window) {
+    match state.rollouts.rollback(&model).await {
         Ok(policy) => {
-            tracing::warn!(model = %model, stable = policy.stable(), "rolled back");
-            json(&serde_json::json!({"policy": policy.spec(), "source": "admin"}))
+            tracing::warn!(model = %model, stable = policy.stable, "rolled back");
+            json(&serde_json::json!({"policy": policy, "source": "admin"}))
         }
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -282,6 +290,9 @@ pub(super) fn rollout_view(r: &Rollout) -> serde_json::Value {
         "reason": r.reason,
         "ab_result": r.ab_result,
         "spec": r.spec,
+        "revision": r.revision,
+        "revision_converged_at": r.revision_converged_at,
+        "metric_errors": r.metric_errors,
     })
 }
 
@@ -312,7 +323,7 @@ async fn get_rollout(State(state): State<Arc<AppState>>, Path(model): Path<Strin
     if let Err(e) = model_entry(&state, &model) {
         return e.into_response();
     }
-    match state.rollouts.get_async(&model).await {
+    match state.rollouts.get(&model).await {
         Ok(Some(r)) => json(&rollout_view(&r)),
         Ok(None) => ApiError::NotFound(format!(
             "model '{model}' has no rollout yet (start one with POST /admin/v1/models/{model}/rollouts)"
@@ -345,7 +356,7 @@ async fn events(State(state): State<Arc<AppState>>, Path(model): Path<String>) -
     if let Err(e) = model_entry(&state, &model) {
         return e.into_response();
     }
-    match state.rollouts.events_async(&model).await {
+    match state.rollouts.events(&model).await {
         Ok(events) => json(&serde_json::json!({
             "model": model,
             "events": events
@@ -359,4 +370,38 @@ async fn events(State(state): State<Arc<AppState>>, Path(model): Path<String>) -
         })),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// `GET /admin/v1/fleet`: this server's identity, the leader, and the
+/// policy revision it holds per model.
+async fn fleet(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.repo.snapshot();
+    let revisions: BTreeMap<&str, u64> = snapshot
+        .models
+        .iter()
+        .filter(|(_, m)| m.policy.is_some())
+        .map(|(name, m)| (name.as_str(), m.policy_revision))
+        .collect();
+    let body = match state.fleet() {
+        Some(f) => {
+            let v = f.view();
+            serde_json::json!({
+                "mode": "kubernetes",
+                "pod": v.pod,
+                "namespace": v.namespace,
+                "leader": v.leader,
+                "leading": v.leading,
+                "synced": v.unsynced.is_none(),
+                "unsynced": v.unsynced,
+                "revisions": revisions,
+            })
+        }
+        None => serde_json::json!({
+            "mode": "local",
+            "pod": state.settings.pod_name,
+            "leader": null,
+            "revisions": revisions,
+        }),
+    };
+    json(&body)
 }

@@ -234,7 +234,11 @@ impl From<RolloutError> for ApiError {
             RolloutError::NotFound(m) => ApiError::NotFound(m),
             RolloutError::Invalid(m) => ApiError::BadRequest(m),
             RolloutError::Conflict(m) => ApiError::Conflict(m),
-            RolloutError::Store(_) | RolloutError::Sink(_) => {
+            RolloutError::Unavailable(m) => ApiError::Unavailable {
+                message: m,
+                retry_after_secs: Some(1),
+            },
+            RolloutError::Store(_) => {
                 tracing::error!(error = %e, "rollout command failed");
                 ApiError::Internal(e.to_string())
             }

@@ -172,7 +172,7 @@ fn record(
             ))
         })?;
     runtime.window().record_feedback(value);
-    metrics::counter!(names::FEEDBACK_TOTAL, "model" => model.to_string()).increment(1);
+    crate::telemetry::feedback_recorded(model, version, value);
     Ok(json(
         &serde_json::json!({"model": model, "version": version, "value": value}),
     ))

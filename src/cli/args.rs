@@ -34,6 +34,8 @@ pub enum Command {
     /// Send real requests (and feedback) to a running server: rows from the
     /// model's samples.json, spread over many users, at a steady rate.
     Load(LoadArgs),
+    /// Print the ModelRollout CustomResourceDefinition (YAML) for fleet mode.
+    Crd,
 }
 
 /// How to print an answer.

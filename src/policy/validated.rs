@@ -75,6 +75,8 @@ pub struct Policy {
     seed: u64,
     /// Shadow sampling threshold out of u32::MAX.
     shadow_threshold: u64,
+    /// Built by [`Policy::tolerant`]: only the stable version had to be READY.
+    tolerant: bool,
 }
 
 impl Policy {
@@ -142,7 +144,21 @@ impl Policy {
             allow,
             seed,
             shadow_threshold,
+            tolerant: false,
         })
+    }
+
+    /// Validates `spec` as a replica of a fleet takes it: the cluster
+    /// decided it, so only the stable version must be READY here. A
+    /// candidate, shadow, preview or label version this replica has not
+    /// loaded yet is tolerated: routing sends its traffic to stable
+    /// (`x-route: fallback`) until it is READY, and readiness does not
+    /// wait for it.
+    pub fn tolerant(spec: PolicySpec, ready: impl Fn(u64) -> bool) -> Result<Policy, InvalidPolicy> {
+        let stable = spec.stable;
+        let mut policy = Policy::new(spec, |v| v != stable || ready(v))?;
+        policy.tolerant = true;
+        Ok(policy)
     }
 
     /// The spec this policy was built from (after degradation).
@@ -175,6 +191,17 @@ impl Policy {
             }
         }
         v
+    }
+
+    /// Versions that must be READY for the replica to be ready: the routed
+    /// ones, or only the stable version for a [tolerant](Policy::tolerant)
+    /// policy.
+    pub fn required(&self) -> Vec<u64> {
+        if self.tolerant {
+            vec![self.spec.stable]
+        } else {
+            self.routed()
+        }
     }
 
     /// Every version the policy names (routed, shadow, preview, labels):
@@ -392,6 +419,46 @@ mod tests {
     /// independently with Python's `xxhash` package and pinned, so that a
     /// dependency upgrade that changed the hash would fail here.
     const PINNED_ALICE: u32 = 2665;
+
+    /// (salt, user, bucket): golden vectors computed outside this crate with
+    /// Python's `xxhash` 4.1.0 (the C reference libxxhash 0.8.4):
+    ///
+    /// ```python
+    /// import xxhash
+    /// SEED = 0x5377697463687964
+    /// def bucket(salt, user):
+    ///     s = xxhash.xxh3_64_intdigest(salt.encode(), seed=SEED)
+    ///     return xxhash.xxh3_64_intdigest(user.encode(), seed=s) % 10000
+    /// ```
+    ///
+    /// They cover every xxh3 input size class that matters here (empty,
+    /// short, over 240 bytes for both the salt and the user) and UTF-8.
+    /// Every replica of a fleet, whatever its CPU (the SIMD path differs),
+    /// must put a user in the same bucket, and an upgrade must not move
+    /// users: a change here is a breaking change.
+    const GOLDEN: &[(&str, &str, u32)] = &[
+        ("", "alice", 2665),
+        ("rollout-7", "alice", 9748),
+        ("rollout-7", "bob", 8965),
+        ("rollout-1-3f9a2c1e", "user-42", 8364),
+        ("salt-a", "", 8084),
+        ("ünïcødé", "用户", 2874),
+    ];
+
+    #[test]
+    fn buckets_match_the_reference_implementation() {
+        for &(salt, user, want) in GOLDEN {
+            assert_eq!(bucket(salt, user), want, "bucket({salt:?}, {user:?})");
+        }
+        // long inputs: 300-byte user, 241-byte salt
+        assert_eq!(bucket("rollout-7", &"x".repeat(300)), 1468);
+        assert_eq!(bucket(&"s".repeat(241), "user-1"), 5785);
+        // the policy's decision uses the same bucket
+        let p = canary(9749, "rollout-7");
+        assert_eq!(p.decide(Some("alice"), None, || 0), (2, Route::Sticky));
+        let p = canary(9748, "rollout-7");
+        assert_eq!(p.decide(Some("alice"), None, || 0), (1, Route::Stable));
+    }
 
     #[test]
     fn invalid_policies_are_rejected() {

@@ -3,7 +3,6 @@
 //! before it is reported READY. A version that fails to load is reported
 //! UNAVAILABLE with the reason and never disturbs the versions that serve.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::config::ModelConfig;
@@ -52,15 +51,7 @@ impl Repository {
                 tracing::error!(model = name, error = %e, "model configuration is invalid");
                 self.publish(|s| {
                     let entry = s.models.entry(name.to_string()).or_insert_with(|| {
-                        Arc::new(ModelEntry {
-                            name: name.to_string(),
-                            config: Arc::new(ModelConfig::default()),
-                            samples: None,
-                            versions: BTreeMap::new(),
-                            error: None,
-                            policy: None,
-                            previous_stable: None,
-                        })
+                        Arc::new(ModelEntry::new(name, Arc::new(ModelConfig::default()), None))
                     });
                     Arc::make_mut(entry).error = Some(reason);
                 });
@@ -79,17 +70,10 @@ impl Repository {
         let wanted = config.versions.select(&self.versions_on_disk(name));
         let mut to_load = Vec::new();
         self.publish(|s| {
-            let entry = s.models.entry(name.to_string()).or_insert_with(|| {
-                Arc::new(ModelEntry {
-                    name: name.to_string(),
-                    config: config.clone(),
-                    samples: samples.clone(),
-                    versions: BTreeMap::new(),
-                    error: None,
-                    policy: None,
-                    previous_stable: None,
-                })
-            });
+            let entry = s
+                .models
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(ModelEntry::new(name, config.clone(), samples.clone())));
             let m = Arc::make_mut(entry);
             m.config = config.clone();
             m.samples = samples.clone();

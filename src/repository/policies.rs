@@ -70,12 +70,28 @@ impl Repository {
     /// one snapshot swap. When the stable version changes, the old one is
     /// remembered for rollback.
     pub fn set_policy(&self, model: &str, spec: PolicySpec) -> Result<Arc<Policy>, PolicyError> {
+        self.install_policy(model, spec, None, false)
+    }
+
+    /// Installs `spec` like [`set_policy`](Self::set_policy), at `revision`
+    /// (`None`: one above the current one). A `tolerant` policy needs only
+    /// its stable version READY (a fleet replica following the cluster's
+    /// policy, see [`Policy::tolerant`]).
+    pub fn install_policy(
+        &self,
+        model: &str,
+        spec: PolicySpec,
+        revision: Option<u64>,
+        tolerant: bool,
+    ) -> Result<Arc<Policy>, PolicyError> {
         self.try_publish(|s| {
             let m = model_mut(s, model)?;
-            let policy = Arc::new(
+            let built = if tolerant {
+                Policy::tolerant(spec, |v| m.is_ready(v))
+            } else {
                 Policy::new(spec, |v| m.is_ready(v))
-                    .map_err(|e| PolicyError::Invalid(model.to_string(), e))?,
-            );
+            };
+            let policy = Arc::new(built.map_err(|e| PolicyError::Invalid(model.to_string(), e))?);
             let old_stable = m.default_version();
             if let Some(old) = old_stable.filter(|&old| old != policy.stable()) {
                 m.previous_stable = Some(PreviousStable {
@@ -84,6 +100,8 @@ impl Repository {
                 });
             }
             m.policy = Some(policy.clone());
+            m.policy_revision = revision.unwrap_or(m.policy_revision + 1);
+            m.policy_since = Some(SystemTime::now());
             Ok(policy)
         })
     }
@@ -127,6 +145,8 @@ impl Repository {
                     .map_err(|e| PolicyError::Invalid(model.to_string(), e))?,
             );
             m.policy = Some(policy.clone());
+            m.policy_revision += 1;
+            m.policy_since = Some(SystemTime::now());
             m.previous_stable = current.map(|version| PreviousStable {
                 version,
                 replaced_at: SystemTime::now(),

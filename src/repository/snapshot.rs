@@ -73,9 +73,29 @@ pub struct ModelEntry {
     pub policy: Option<Arc<Policy>>,
     /// The stable version a policy change replaced, kept for rollback.
     pub previous_stable: Option<PreviousStable>,
+    /// The revision of `policy`: local edits count up from the last one; in
+    /// a fleet it is the revision of the cluster's policy. 0 without one.
+    pub policy_revision: u64,
+    /// When `policy` was installed.
+    pub policy_since: Option<SystemTime>,
 }
 
 impl ModelEntry {
+    /// A model with no version loaded and no policy yet.
+    pub fn new(name: &str, config: Arc<ModelConfig>, samples: Option<Arc<Samples>>) -> ModelEntry {
+        ModelEntry {
+            name: name.to_string(),
+            config,
+            samples,
+            versions: BTreeMap::new(),
+            error: None,
+            policy: None,
+            previous_stable: None,
+            policy_revision: 0,
+            policy_since: None,
+        }
+    }
+
     /// The version a request without an explicit version goes to when no
     /// policy is set: the `stable` label of config.toml if set, else the
     /// highest READY version.
@@ -105,6 +125,14 @@ impl ModelEntry {
     pub fn routed(&self) -> Vec<u64> {
         match &self.policy {
             Some(p) => p.routed(),
+            None => self.default_version().into_iter().collect(),
+        }
+    }
+
+    /// Versions that must be READY for readiness (see [`Policy::required`]).
+    pub fn required(&self) -> Vec<u64> {
+        match &self.policy {
+            Some(p) => p.required(),
             None => self.default_version().into_iter().collect(),
         }
     }

@@ -1,15 +1,17 @@
 //! Analysis compares the candidate C with the stable version S over the
 //! same window. [`analyze`] is pure; [`MetricsSource`] is the one seam
 //! through which the controller reads metrics, so where they come from (the
-//! in-process windows) never leaks into the decisions.
+//! in-process windows of one server, or Prometheus across a fleet) never
+//! leaks into the decisions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::spec::AnalysisSpec;
 use crate::runtime::window::Summary;
-use crate::traffic::shadow::ShadowStats;
 
 /// The outcome of one analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,14 +127,58 @@ pub fn analyze(spec: &AnalysisSpec, s: &Summary, c: &Summary) -> Verdict {
     ))
 }
 
-/// Where the controller reads metrics from.
+/// A future the seams return (they may wait on the network).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The metrics could not be read (the source is down, timed out or
+/// answered something unreadable). Never the same as "no data".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MetricsError(pub String);
+
+/// Shadow comparisons of a candidate against the stable version.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ShadowSummary {
+    pub compared: u64,
+    /// agreed / compared (1.0 when nothing was compared).
+    pub agreement: f64,
+    /// The shadow failed while the primary succeeded.
+    pub errors: u64,
+}
+
+/// Where the controller reads metrics from. `Ok(None)` is "no data" (the
+/// analysis is inconclusive); `Err` is "cannot tell" (the step holds).
 pub trait MetricsSource: Send + Sync {
-    /// What `version` of `model` did since `since`; `None` when not loaded.
-    fn summary(&self, model: &str, version: u64, since: SystemTime) -> Option<Summary>;
-    /// Shadow comparisons of `shadow` against `primary`.
-    fn shadow(&self, model: &str, primary: u64, shadow: u64) -> Option<ShadowStats>;
-    /// True while the circuit breaker of the version is open.
-    fn breaker_open(&self, model: &str, version: u64) -> bool;
+    /// What `version` of `model` did since `since`; `None` without data.
+    fn summary<'a>(
+        &'a self,
+        model: &'a str,
+        version: u64,
+        since: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<Summary>, MetricsError>>;
+    /// Shadow comparisons of `shadow` against `primary` since `since`.
+    fn shadow<'a>(
+        &'a self,
+        model: &'a str,
+        primary: u64,
+        shadow: u64,
+        since: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<ShadowSummary>, MetricsError>>;
+    /// True when the circuit breaker of the version was open (anywhere)
+    /// since `since`.
+    fn breaker_open<'a>(
+        &'a self,
+        model: &'a str,
+        version: u64,
+        since: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, MetricsError>>;
+    /// Since when (seconds since the Unix epoch) every serving replica
+    /// holds policy `revision` of `model` or a later one; `None`: not yet.
+    fn converged<'a>(
+        &'a self,
+        model: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<f64>, MetricsError>>;
 }
 
 #[cfg(test)]

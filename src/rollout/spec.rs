@@ -60,6 +60,9 @@ pub struct AnalysisSpec {
     pub failure_limit: u32,
     #[serde(with = "humantime_serde")]
     pub progress_deadline: Duration,
+    /// Analyses in a row whose metrics cannot be read (the metrics source
+    /// is down) before the rollout aborts; until then the step holds.
+    pub error_limit: u32,
 }
 
 impl Default for AnalysisSpec {
@@ -73,6 +76,7 @@ impl Default for AnalysisSpec {
             min_feedback_delta: -0.1,
             failure_limit: 2,
             progress_deadline: d(600),
+            error_limit: 4,
         }
     }
 }
@@ -328,6 +332,8 @@ pub enum InvalidSpec {
     ZeroInterval,
     #[error("analysis.failure_limit must be at least 1")]
     ZeroFailureLimit,
+    #[error("analysis.error_limit must be at least 1")]
+    ZeroErrorLimit,
     #[error("shadow rate {0} must be in (0, 1]")]
     ShadowRate(f64),
     #[error("min_agreement {0} must be in [0, 1]")]
@@ -353,6 +359,9 @@ impl RolloutSpec {
         }
         if a.failure_limit == 0 {
             return Err(InvalidSpec::ZeroFailureLimit);
+        }
+        if a.error_limit == 0 {
+            return Err(InvalidSpec::ZeroErrorLimit);
         }
         match &self.strategy {
             Strategy::Canary { steps } => check_steps(steps),

@@ -173,6 +173,18 @@ impl Store {
         tx.commit().map_err(err)
     }
 
+    /// Appends an event of a rollout this store does not hold (a fleet's:
+    /// its state lives in the cluster; this is the replica's audit log).
+    pub fn record_event(&self, model: &str, rollout_id: i64, event: &Event) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO events (rollout_id, model, event) VALUES (?1, ?2, ?3)",
+            params![rollout_id, model, serde_json::to_string(event).map_err(record)?],
+        )
+        .map_err(err)?;
+        Ok(())
+    }
+
     /// Rollouts not yet Promoted or Aborted.
     pub fn active(&self) -> Result<Vec<Rollout>, StoreError> {
         let conn = self.conn.lock();

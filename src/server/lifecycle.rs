@@ -1,7 +1,7 @@
 //! A running *server*: its listeners (data, admin, and gRPC unless turned
-//! off), the background tasks (initial load, rollout restore and ticks,
-//! repository polling, the history sampler, guard sweeping, breaker probes)
-//! and graceful shutdown.
+//! off), the background tasks (initial load, rollout restore and then the
+//! rollout ticks or the fleet's tasks, repository polling, the history
+//! sampler, guard sweeping, breaker probes) and graceful shutdown.
 //!
 //! A *drain* is the period after a stop was asked for in which readiness
 //! already answers 503 (and gRPC health NOT_SERVING, so load balancers stop
@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::listener::{self, ListenerSettings};
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::repository::Repository;
-use crate::serving::AppState;
+use crate::serving::{AppState, Control};
 
 /// A running server: its bound addresses and a way to stop it.
 pub struct Server {
@@ -44,6 +45,10 @@ impl Server {
     /// for the drain period, then in-flight requests finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.begin_shutdown();
+        // a leader hands the Lease over now, not when it expires
+        if let Some(fleet) = self.state.fleet() {
+            fleet.resign().await;
+        }
         self.wait().await
     }
 
@@ -74,7 +79,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     );
     crate::telemetry::install_metrics();
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
-    let state = Arc::new(AppState::new(repo.clone(), config.settings())?);
+    let state = match config.fleet_settings() {
+        None => Arc::new(AppState::new(repo.clone(), config.settings())?),
+        Some(fleet) => {
+            let fleet = Arc::new(Fleet::connect(repo.clone(), &fleet).await?);
+            Arc::new(AppState::with_fleet(repo.clone(), config.settings(), fleet))
+        }
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -167,30 +178,42 @@ fn spawn_background(state: &Arc<AppState>, config: &Config, stop: CancellationTo
     tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
         let repo = loader.repo.clone();
         let _ = tokio::task::spawn_blocking(move || repo.load_all()).await;
-        // active rollouts get their weights back before readiness turns 200
-        // (restoring may load versions and writes the state database)
-        let rollouts = loader.rollouts.clone();
-        let _ = tokio::task::spawn_blocking(move || rollouts.restore()).await;
+        match &loader.control {
+            // active rollouts get their weights back before readiness turns 200
+            // (restoring may load versions and writes the state database)
+            Control::Local { store, controller } => {
+                let restoring = store.clone();
+                let _ = tokio::task::spawn_blocking(move || restoring.restore()).await;
+                let controller = Arc::downgrade(controller);
+                every(
+                    Duration::from_millis(250),
+                    &until_ticks,
+                    Arc::downgrade(&loader),
+                    move |_| {
+                        let controller = controller.clone();
+                        async move {
+                            if let Some(c) = controller.upgrade() {
+                                c.tick().await;
+                            }
+                        }
+                    },
+                );
+            }
+            // readiness waits until the fleet's policies are applied
+            Control::Fleet(fleet) => fleet.spawn(until_ticks.clone()),
+        }
         loader.mark_restored();
         let weak = Arc::downgrade(&loader);
         drop(loader);
-        every(
-            Duration::from_millis(250),
-            &until_ticks,
-            weak.clone(),
-            |state| async move {
-                state.rollouts.tick().await;
-            },
-        );
         if poll > 0 {
             every(
                 Duration::from_secs(poll),
                 &until_ticks,
                 weak,
                 move |state| async move {
-                    let (repo, rollouts) = (state.repo.clone(), state.rollouts.clone());
+                    let (repo, held) = (state.repo.clone(), state.clone());
                     // an active rollout's versions stay, whatever the disk says
-                    let keep = move |m: &str, v: u64| rollouts.holds(m, v);
+                    let keep = move |m: &str, v: u64| held.rollout_holds(m, v);
                     let _ = tokio::task::spawn_blocking(move || repo.poll_keeping(window, keep)).await;
                 },
             );

@@ -104,7 +104,7 @@ pub async fn load(state: &AppState, model: &str) -> Result<(), CatalogError> {
 /// Removes a model and all its versions from serving; refused while a
 /// rollout holds it or a traffic policy routes to it.
 pub fn unload(state: &AppState, model: &str) -> Result<(), CatalogError> {
-    if state.rollouts.holds_any(model) {
+    if state.rollout_holds_any(model) {
         return Err(CatalogError::RolloutActive(model.to_string()));
     }
     state.repo.unload_model(model)?;

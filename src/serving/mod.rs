@@ -22,4 +22,4 @@ pub mod stats;
 pub use error::ServeError;
 pub use infer::{Protocol, RunOptions};
 pub use outcome::Outcome;
-pub use state::{AppState, BodySettings, FeedbackSettings, Settings};
+pub use state::{AppState, BodySettings, Control, FeedbackSettings, Settings};

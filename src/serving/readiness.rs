@@ -11,10 +11,9 @@ pub fn readiness(state: &AppState) -> Result<(), String> {
         return Err("shutting down".into());
     }
     routable_ready(&state.repo.snapshot())?;
-    if !state.is_restored() {
-        return Err("restoring rollouts".into());
-    }
-    Ok(())
+    // in a fleet: ready only once this replica serves the fleet's current
+    // policy revisions
+    state.rollouts_in_place()
 }
 
 /// Readiness of a snapshot: each model's routed version must be READY.
@@ -29,7 +28,7 @@ pub fn routable_ready(snapshot: &Snapshot) -> Result<(), String> {
         }
         // A model nothing routes to yet (all versions loading or failed)
         // neither blocks readiness nor counts as servable.
-        let routed = m.routed();
+        let routed = m.required();
         if routed.is_empty() {
             continue;
         }

@@ -34,6 +34,14 @@ fn refresh(state: &AppState) {
             let healthy = entry.runtime.as_ref().is_none_or(|r| r.is_healthy());
             let ready = matches!(entry.state, crate::repository::VersionState::Ready) && healthy;
             gauge!(names::VERSION_READY, &labels).set(if ready { 1.0 } else { 0.0 });
+            if ready {
+                let route = if m.default_version() == Some(v) {
+                    "stable"
+                } else {
+                    "sticky"
+                };
+                crate::telemetry::init_request_counters(name, v, route);
+            }
             let weight = weights
                 .iter()
                 .find(|(w, _)| *w == v)
@@ -47,6 +55,12 @@ fn refresh(state: &AppState) {
             now.insert((name.clone(), v));
         }
     }
+    for (name, m) in &snapshot.models {
+        if m.policy.is_some() {
+            crate::telemetry::set_policy_revision(name, m.policy_revision);
+        }
+    }
+    crate::telemetry::set_ready(super::readiness::readiness(state).is_ok());
     let mut seen = SEEN.lock();
     if let Some(before) = seen.as_ref() {
         for (name, v) in before.difference(&now) {

@@ -1,8 +1,9 @@
 //! The *state* of a running server: the repository and its snapshots, the
-//! protection state, the shadow hub, the rollout controller, the memory of
-//! recent request ids, the per-second history of the live page, and the
-//! lifecycle (restored, shutting down). Every
-//! front end's handlers read it; it is built once from plain [`Settings`].
+//! protection state, the shadow hub, where rollouts run (this server's
+//! controller, or the fleet), the memory of recent request ids, the
+//! per-second history of the live page, and the lifecycle (restored,
+//! shutting down). Every front end's handlers read it; it is built once
+//! from plain [`Settings`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +16,12 @@ use tokio_util::sync::CancellationToken;
 use super::history::History;
 use super::limits::BodyBudget;
 use super::recent::RecentRequests;
+use crate::fleet::Fleet;
 use crate::guard::{Guard, GuardSettings};
 use crate::repository::Repository;
-use crate::rollout::controller::{Controller, LocalMetrics, LocalPolicies, RolloutError};
+use crate::rollout::controller::{Controller, RolloutError};
+use crate::rollout::local::{LocalMetrics, LocalStore};
+use crate::rollout::operator::{LocalOperator, Operator};
 use crate::traffic::shadow::ShadowHub;
 
 /// What the shared state needs to know from the configuration.
@@ -46,6 +50,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Where rollouts and their audit log are stored.
     pub state_dir: PathBuf,
+    /// This server's name (the pod name in a fleet).
+    pub pod_name: String,
     /// Rate limits and circuit breakers.
     pub guard: GuardSettings,
 }
@@ -72,12 +78,26 @@ pub struct BodySettings {
     pub budget: usize,
 }
 
+/// Where rollouts run.
+pub enum Control {
+    /// This server alone: rollouts in SQLite, its own controller.
+    Local {
+        controller: Arc<Controller>,
+        store: Arc<LocalStore>,
+    },
+    /// A fleet: the cluster's `ModelRollout` objects, its leader decides.
+    Fleet(Arc<Fleet>),
+}
+
 /// Shared state of every listener.
 pub struct AppState {
     pub repo: Arc<Repository>,
     pub settings: Settings,
     pub shadow: Arc<ShadowHub>,
-    pub rollouts: Arc<Controller>,
+    /// Rollout commands and reads (the admin API's).
+    pub rollouts: Arc<dyn Operator>,
+    /// Where rollouts run.
+    pub control: Control,
     /// Recent request ids → (model, version), for feedback attribution.
     pub recent: RecentRequests,
     /// Rate limits and circuit breakers.
@@ -94,8 +114,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over a repository (which may still be loading). Needs a tokio
-    /// runtime (the shadow worker is a task); opens the rollout store.
+    /// State over a repository (which may still be loading), running
+    /// rollouts locally. Needs a tokio runtime (the shadow worker is a
+    /// task); opens the rollout store.
     pub fn new(repo: Arc<Repository>, settings: Settings) -> Result<AppState, RolloutError> {
         let shadow = ShadowHub::start(settings.shadow_queue);
         let guard = Guard::new(&settings.guard);
@@ -107,24 +128,57 @@ impl AppState {
                 breakers.is_open(model, version)
             })),
         });
-        let sink = Arc::new(LocalPolicies(repo.clone()));
-        let rollouts = Arc::new(Controller::open(
-            &settings.state_dir,
-            repo.clone(),
-            metrics,
-            sink,
-        )?);
+        let store = Arc::new(LocalStore::open(&settings.state_dir, repo.clone())?);
+        let controller = Arc::new(Controller::new(repo.clone(), store.clone(), metrics));
         // a rollout (or a retry) starts with a closed breaker and fresh
         // shadow counters: an earlier attempt's failures do not decide it
         let (breakers, mirror) = (guard.breakers.clone(), shadow.clone());
-        rollouts.on_fresh_start(Box::new(move |model, stable, candidate| {
+        controller.on_fresh_start(Box::new(move |model, stable, candidate| {
             breakers.reset(model, candidate);
             mirror.reset(model, stable, candidate);
         }));
-        Ok(AppState {
+        let rollouts = Arc::new(LocalOperator {
+            controller: controller.clone(),
+            repo: repo.clone(),
+            rollback_window: settings.rollback_window,
+        });
+        Ok(AppState::build(
+            repo,
+            settings,
+            shadow,
+            guard,
+            rollouts,
+            Control::Local { controller, store },
+        ))
+    }
+
+    /// State over a repository whose rollouts the fleet runs.
+    pub fn with_fleet(repo: Arc<Repository>, settings: Settings, fleet: Arc<Fleet>) -> AppState {
+        let shadow = ShadowHub::start(settings.shadow_queue);
+        let guard = Guard::new(&settings.guard);
+        AppState::build(
+            repo,
+            settings,
+            shadow,
+            guard,
+            fleet.operator(),
+            Control::Fleet(fleet),
+        )
+    }
+
+    fn build(
+        repo: Arc<Repository>,
+        settings: Settings,
+        shadow: Arc<ShadowHub>,
+        guard: Guard,
+        rollouts: Arc<dyn Operator>,
+        control: Control,
+    ) -> AppState {
+        AppState {
             repo,
             shadow,
             rollouts,
+            control,
             recent: RecentRequests::default(),
             guard,
             history: History::default(),
@@ -133,7 +187,41 @@ impl AppState {
             restored: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             settings,
-        })
+        }
+    }
+
+    /// The fleet this server belongs to, in fleet mode.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        match &self.control {
+            Control::Fleet(f) => Some(f),
+            Control::Local { .. } => None,
+        }
+    }
+
+    /// True when `model` has an active rollout here, so it must not be
+    /// unloaded (in a fleet the policy it routes by refuses the unload).
+    pub fn rollout_holds_any(&self, model: &str) -> bool {
+        match &self.control {
+            Control::Local { store, .. } => store.holds_any(model),
+            Control::Fleet(_) => false,
+        }
+    }
+
+    /// True when an active rollout needs `version` of `model` (its stable
+    /// or candidate; in a fleet, a version its policy routes or mirrors to):
+    /// repository polling must not unload it.
+    pub fn rollout_holds(&self, model: &str, version: u64) -> bool {
+        match &self.control {
+            Control::Local { store, .. } => store.holds(model, version),
+            Control::Fleet(_) => self.repo.snapshot().models.get(model).is_some_and(|m| {
+                m.policy.as_ref().is_some_and(|p| {
+                    let s = p.spec();
+                    s.stable == version
+                        || s.candidate.as_ref().is_some_and(|c| c.version == version)
+                        || s.shadow.as_ref().is_some_and(|sh| sh.version == version)
+                })
+            }),
+        }
     }
 
     /// Active rollouts have their policies back.
@@ -144,6 +232,18 @@ impl AppState {
     /// True once active rollouts were restored after start-up.
     pub fn is_restored(&self) -> bool {
         self.restored.load(Ordering::SeqCst)
+    }
+
+    /// Why rollouts are not in place yet (restoring locally, syncing with
+    /// the fleet), or `Ok`.
+    pub fn rollouts_in_place(&self) -> Result<(), String> {
+        if !self.is_restored() {
+            return Err("restoring rollouts".into());
+        }
+        match &self.control {
+            Control::Fleet(f) => f.synced(),
+            Control::Local { .. } => Ok(()),
+        }
     }
 
     /// The token cancelled when shutdown begins.

@@ -10,4 +10,7 @@ pub mod names;
 mod registry;
 
 pub use logging::{init_logging, LogFormat};
-pub use registry::{install_metrics, rollout_aborted, set_rollout, ROLLOUT_PHASES};
+pub use registry::{
+    feedback_recorded, init_request_counters, install_metrics, rollout_aborted, set_fleet_leader,
+    set_policy_revision, set_ready, set_rollout, ROLLOUT_PHASES,
+};

@@ -54,8 +54,6 @@ pub const NONFINITE_OUTPUTS_TOTAL: &str = "switchyard_nonfinite_outputs_total";
 /// Counter: feedback refused. Labels: reason ("unauthorized", "unknown_id",
 /// "duplicate", "out_of_range", "invalid").
 pub const FEEDBACK_REJECTED_TOTAL: &str = "switchyard_feedback_rejected_total";
-/// Counter: feedback values accepted. Labels: model.
-pub const FEEDBACK_TOTAL: &str = "switchyard_feedback_total";
 /// Gauge: data-plane requests being served now.
 pub const IN_FLIGHT_REQUESTS: &str = "switchyard_in_flight_requests";
 /// Gauge: 1 for a model's current rollout phase, 0 for the others.
@@ -65,6 +63,22 @@ pub const ROLLOUT_PHASE: &str = "switchyard_rollout_phase";
 pub const ROLLOUT_STEP: &str = "switchyard_rollout_step";
 /// Counter: rollouts aborted (by analysis, a breaker or an operator). Labels: model.
 pub const ROLLOUT_ABORTED_TOTAL: &str = "switchyard_rollout_aborted_total";
+
+/// Gauge: 1 while the server's readiness probe answers 200, else 0.
+pub const READY: &str = "switchyard_ready";
+/// Gauge: the revision of the traffic policy this server applies. Labels: model.
+pub const POLICY_REVISION: &str = "switchyard_policy_revision";
+/// Gauge: 1 while this server leads its fleet (fleet mode), else 0.
+pub const FLEET_LEADER: &str = "switchyard_fleet_leader";
+/// Counter: feedback values recorded. Labels: model, version.
+pub const FEEDBACK_VALUES_TOTAL: &str = "switchyard_feedback_total";
+/// Gauge: the running sum of the feedback values recorded (a gauge: values
+/// may be negative). Labels: model, version.
+pub const FEEDBACK_SUM: &str = "switchyard_feedback_values_summed";
+/// Gauge: the running sum of the squared feedback values. Labels: model, version.
+pub const FEEDBACK_SQUARES_SUM: &str = "switchyard_feedback_values_squared_summed";
+/// Counter: feedback values other than 0 and 1. Labels: model, version.
+pub const FEEDBACK_NON_BINARY_TOTAL: &str = "switchyard_feedback_non_binary_total";
 
 /// Bucket bounds for every `_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[

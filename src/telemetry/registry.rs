@@ -91,7 +91,19 @@ fn describe() {
         "Answers with NaN or infinite outputs for finite inputs."
     );
     describe_counter!(FEEDBACK_REJECTED_TOTAL, "Feedback refused, by reason.");
-    describe_counter!(FEEDBACK_TOTAL, "Feedback values accepted.");
+    describe_gauge!(READY, "1 while the readiness probe answers 200, else 0.");
+    describe_gauge!(
+        POLICY_REVISION,
+        "Revision of the traffic policy this server applies."
+    );
+    describe_gauge!(FLEET_LEADER, "1 while this server leads its fleet, else 0.");
+    describe_counter!(FEEDBACK_VALUES_TOTAL, "Feedback values recorded.");
+    describe_gauge!(FEEDBACK_SUM, "Running sum of the feedback values recorded.");
+    describe_gauge!(
+        FEEDBACK_SQUARES_SUM,
+        "Running sum of the squared feedback values recorded."
+    );
+    describe_counter!(FEEDBACK_NON_BINARY_TOTAL, "Feedback values other than 0 and 1.");
 }
 
 /// Every rollout phase the gauge knows (a bounded label set).
@@ -105,6 +117,50 @@ pub fn set_rollout(model: &str, phase: &str, step: usize) {
         metrics::gauge!(names::ROLLOUT_PHASE, "model" => model.to_string(), "phase" => p).set(value);
     }
     metrics::gauge!(names::ROLLOUT_STEP, "model" => model.to_string()).set(step as f64);
+}
+
+/// Creates, at 0, every `requests_total` status class of a version traffic
+/// can reach, so a fleet-wide error ratio never loses a version that had no
+/// errors yet and the first requests count in a `rate()`. `route` is the
+/// route the version's traffic mostly takes.
+pub fn init_request_counters(model: &str, version: u64, route: &'static str) {
+    for status in ["2xx", "4xx", "5xx"] {
+        metrics::counter!(
+            names::REQUESTS_TOTAL,
+            "model" => model.to_string(),
+            "version" => version.to_string(),
+            "route" => route,
+            "protocol" => "v2",
+            "status" => status,
+        )
+        .increment(0);
+    }
+}
+
+/// Sets the policy revision `model` is served with.
+pub fn set_policy_revision(model: &str, revision: u64) {
+    metrics::gauge!(names::POLICY_REVISION, "model" => model.to_string()).set(revision as f64);
+}
+
+/// Sets whether this server's readiness probe answers 200.
+pub fn set_ready(ready: bool) {
+    metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Sets whether this server leads its fleet.
+pub fn set_fleet_leader(leading: bool) {
+    metrics::gauge!(names::FLEET_LEADER).set(if leading { 1.0 } else { 0.0 });
+}
+
+/// Counts one feedback value for `version` of `model` (the sums let a
+/// fleet's leader compute the mean and variance across replicas).
+pub fn feedback_recorded(model: &str, version: u64, value: f64) {
+    let labels = [("model", model.to_string()), ("version", version.to_string())];
+    metrics::counter!(names::FEEDBACK_VALUES_TOTAL, &labels).increment(1);
+    metrics::counter!(names::FEEDBACK_NON_BINARY_TOTAL, &labels)
+        .increment(u64::from(value != 0.0 && value != 1.0));
+    metrics::gauge!(names::FEEDBACK_SUM, &labels).increment(value);
+    metrics::gauge!(names::FEEDBACK_SQUARES_SUM, &labels).increment(value * value);
 }
 
 /// Counts an aborted rollout of `model`. For the rollout controller.

@@ -172,6 +172,15 @@ pub fn route_with(
 ) -> Result<Target, RouteError> {
     let m = model(snapshot, name)?;
     let (mut version, mut route) = version_for(m, selector, caller)?;
+    // A version the policy chose that is not READY here (a fleet's
+    // candidate this replica is still loading) serves from stable.
+    let by_policy = matches!(route, Route::AllowList | Route::Sticky | Route::Weighted);
+    if by_policy && !m.is_ready(version) {
+        if let Some(stable) = m.policy.as_ref().map(|p| p.stable()).filter(|&s| s != version) {
+            version = stable;
+            route = Route::Fallback;
+        }
+    }
     if !(breakers.permits)(name, version) {
         match route {
             Route::Explicit | Route::Label => {

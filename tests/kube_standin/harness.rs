@@ -22,7 +22,7 @@ pub(crate) struct StandIn {
 }
 
 /// `target/<profile>/examples/kube_standin`, next to this test's `deps/`.
-fn standin_exe() -> PathBuf {
+pub(crate) fn standin_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -35,7 +35,7 @@ fn standin_exe() -> PathBuf {
 
 /// Builds the example when it is missing or older than its sources (a
 /// filtered `cargo test --test kube_standin` does not build examples).
-fn ensure_built() {
+pub(crate) fn ensure_built() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let exe = standin_exe();

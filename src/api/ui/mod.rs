@@ -39,7 +39,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
 
 /// `GET /admin/v1/overview`: the server, every model and the whole history.
 async fn overview(State(state): State<Arc<AppState>>) -> Response {
-    let models = overview::Overviewer::default().models(&state);
+    let models = overview::Overviewer::default().models(&state).await;
     json(&json!({
         "server": overview::server(&state),
         "models": models,

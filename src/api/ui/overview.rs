@@ -48,17 +48,17 @@ pub(super) fn server(state: &AppState) -> Value {
 
 impl Overviewer {
     /// Every model of the current snapshot, as the page shows it.
-    pub(super) fn models(&mut self, state: &AppState) -> Value {
+    pub(super) async fn models(&mut self, state: &AppState) -> Value {
         let snapshot = state.repo.snapshot();
         let mut models = Vec::with_capacity(snapshot.models.len());
         for m in snapshot.models.values() {
-            models.push(self.model(state, m));
+            models.push(self.model(state, m).await);
         }
         self.seen.retain(|name, _| snapshot.models.contains_key(name));
         Value::Array(models)
     }
 
-    fn model(&mut self, state: &AppState, m: &ModelEntry) -> Value {
+    async fn model(&mut self, state: &AppState, m: &ModelEntry) -> Value {
         let mut out = serde_json::to_value(view(m)).unwrap_or_default();
         let shares = crate::serving::scrape::weights(m);
         if let Some(versions) = out["versions"].as_array_mut() {
@@ -70,7 +70,7 @@ impl Overviewer {
             }
         }
         out["split"] = split(m);
-        let rollout = match state.rollouts.get(&m.name) {
+        let rollout = match state.rollouts.get(&m.name).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(model = %m.name, error = %e, "rollout not readable for the live page");
@@ -78,20 +78,20 @@ impl Overviewer {
             }
         };
         out["rollout"] = rollout.as_ref().map_or(Value::Null, rollout_json);
-        out["events"] = self.events(state, &m.name, rollout);
+        out["events"] = self.events(state, &m.name, rollout).await;
         out["shadow"] = serde_json::to_value(state.shadow.counters(&m.name)).unwrap_or_default();
         out
     }
 
     /// The recent audit log of `model`, read again only when its rollout
     /// changed since the last overview.
-    fn events(&mut self, state: &AppState, model: &str, rollout: Option<Rollout>) -> Value {
+    async fn events(&mut self, state: &AppState, model: &str, rollout: Option<Rollout>) -> Value {
         if let Some((seen, events)) = self.seen.get(model) {
             if *seen == rollout {
                 return events.clone();
             }
         }
-        let events = match state.rollouts.recent_events(model, EVENTS) {
+        let events = match state.rollouts.recent_events(model, EVENTS).await {
             Ok(events) => Value::Array(
                 events
                     .into_iter()

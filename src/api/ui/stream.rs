@@ -40,7 +40,7 @@ struct Viewer {
 
 impl Viewer {
     /// Queues the new history samples and, when it changed, the overview.
-    fn catch_up(&mut self) {
+    async fn catch_up(&mut self) {
         let series = self.state.history.since(self.sent_ms);
         let newest = series
             .iter()
@@ -52,7 +52,7 @@ impl Viewer {
             let data = json!({"now_ms": now_ms(), "series": series});
             self.pending.push_back(event("history", &data));
         }
-        let models = self.overviewer.models(&self.state);
+        let models = self.overviewer.models(&self.state).await;
         if self.sent_models.as_ref() != Some(&models) {
             let data = json!({"server": server(&self.state), "models": models});
             self.pending.push_back(event("overview", &data));
@@ -78,7 +78,7 @@ impl Viewer {
                 }
                 _ = self.stopping.cancelled() => return None,
             }
-            self.catch_up();
+            self.catch_up().await;
         }
     }
 }
@@ -108,7 +108,7 @@ pub(super) async fn stream(state: Arc<AppState>) -> Response {
         _place: place,
     };
     viewer.ticks.mark_unchanged();
-    viewer.catch_up();
+    viewer.catch_up().await;
     let events = futures_util::stream::unfold(viewer, Viewer::next);
     let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))

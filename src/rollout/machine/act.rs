@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::state::{Action, Event, Phase, Rollout};
+use super::state::{settle, Action, Event, Phase, Rollout};
 
 /// Why a manual action does not fit the rollout's phase.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +65,7 @@ pub fn act(r: &Rollout, action: Action, now: f64) -> Result<(Rollout, Event), Re
         }
     };
     let e = n.event(now, decision, Value::Null, "admin");
-    Ok((n, e))
+    Ok((settle(r, n), e))
 }
 
 /// Aborts a rollout for a reason the controller found outside an analysis

@@ -1,10 +1,13 @@
 //! The controller's decision at an analysis tick, one function per stage:
 //! validation, blue-green's preview, shadow, A/B split, and the weighted
 //! stages (canary steps, blue-green after the switch) that compare C with S.
+//! Before any stage: an open breaker aborts, unreadable metrics hold (then
+//! abort after `error_limit` in a row), and a step whose policy revision the
+//! fleet has not converged on yet waits (its bake has not started).
 
 use serde_json::{json, Value};
 
-use super::state::{Event, Observation, Phase, Rollout, Stage};
+use super::state::{settle, Event, Observation, Phase, Rollout, Stage};
 use crate::rollout::analysis::Verdict;
 use crate::rollout::spec::Strategy;
 use crate::rollout::statistics::TestResult;
@@ -16,6 +19,11 @@ type Decision = (Rollout, Option<Event>);
 /// The controller's decision at an analysis tick: the next state (always;
 /// it records the analysis time) and the event, when something changed.
 pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> Decision {
+    let (n, e) = decide_stage(r, obs, now);
+    (settle(r, n), e)
+}
+
+fn decide_stage(r: &Rollout, obs: &Observation, now: f64) -> Decision {
     let mut n = r.clone();
     n.last_analysis_at = Some(now);
     let metrics = json!({
@@ -38,15 +46,64 @@ pub fn decide(r: &Rollout, obs: &Observation, now: f64) -> Decision {
         );
         return (n, Some(e));
     }
+    if let Some(error) = &obs.metrics_error {
+        return metrics_unavailable(n, r, now, metrics, error);
+    }
+    n.metric_errors = 0;
+    if r.revision_converged_at.is_none() {
+        match obs.converged_at {
+            Some(t) => n.revision_converged_at = Some(t),
+            None => return wait_for_convergence(n, r, now, metrics),
+        }
+    }
     let steps = r.steps();
     let (stage, bake) = steps[r.step.min(steps.len() - 1)];
-    let baked = now - r.step_started_at >= bake.map(|b| b.as_secs_f64()).unwrap_or(0.0);
+    let baked = now - n.window_start() >= bake.map(|b| b.as_secs_f64()).unwrap_or(0.0);
     match stage {
         Stage::Preview => preview(n, r, obs, now),
         Stage::Shadow => shadow(n, r, obs, now, metrics),
         Stage::Split(_) => split(n, r, obs.ab.as_ref(), baked, now, metrics),
         Stage::Weight(_) | Stage::Switched => compare(n, r, stage, obs.verdict.clone(), baked, now, metrics),
     }
+}
+
+/// The metrics could not be read: hold the step (never promote on missing
+/// data); abort once `error_limit` analyses in a row failed this way.
+fn metrics_unavailable(mut n: Rollout, r: &Rollout, now: f64, metrics: Value, error: &str) -> Decision {
+    n.metric_errors = r.metric_errors + 1;
+    let limit = r.spec.analysis.error_limit;
+    if n.metric_errors >= limit {
+        let e = n.abort_event(
+            format!("metrics unavailable {} times in a row: {error}", n.metric_errors),
+            now,
+            metrics,
+        );
+        return (n, Some(e));
+    }
+    let decision = format!(
+        "metrics unavailable ({}/{limit}), holding the step: {error}",
+        n.metric_errors
+    );
+    let e = n.event(now, decision, metrics, "controller");
+    (n, Some(e))
+}
+
+/// The fleet has not converged on the step's policy revision yet: the bake
+/// has not started. Abort if that lasts past `progress_deadline`.
+fn wait_for_convergence(mut n: Rollout, r: &Rollout, now: f64, metrics: Value) -> Decision {
+    let deadline = r.spec.analysis.progress_deadline.as_secs_f64();
+    if now - r.step_started_at >= deadline {
+        let e = n.abort_event(
+            format!(
+                "the serving replicas did not converge on policy revision {} within the progress deadline of {}s",
+                r.revision, deadline as u64
+            ),
+            now,
+            metrics,
+        );
+        return (n, Some(e));
+    }
+    (n, None)
 }
 
 /// Validating: wait for the validation report; pass → the first step.

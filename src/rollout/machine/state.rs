@@ -63,6 +63,22 @@ pub struct Rollout {
     /// Blue-green: S's metrics before the switch.
     pub baseline: Option<Summary>,
     pub ab_result: Option<Value>,
+    /// The revision of the policy this rollout implies: bumped by every
+    /// transition that changes the policy, never lowered.
+    #[serde(default)]
+    pub revision: u64,
+    /// When every serving replica was first seen holding `revision`; the
+    /// bake and the analysis window of the step start here, so traffic
+    /// routed by the previous policy never counts. `None` while waiting.
+    #[serde(default)]
+    pub revision_converged_at: Option<f64>,
+    /// Analyses in a row whose metrics could not be read.
+    #[serde(default)]
+    pub metric_errors: u32,
+    /// The sticky-hash salt of this rollout's policies (`rollout-{id}`
+    /// when empty, as rollouts stored before salts were explicit).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub salt: String,
 }
 
 /// One entry of the audit log.
@@ -95,6 +111,11 @@ pub struct Observation {
     pub ab: Option<TestResult>,
     /// S's summary now (blue-green baseline at the switch).
     pub stable_summary: Option<Summary>,
+    /// Since when every serving replica holds the rollout's policy
+    /// revision (seconds since the Unix epoch); `None`: not yet.
+    pub converged_at: Option<f64>,
+    /// The metrics could not be read (the source is down or erred).
+    pub metrics_error: Option<String>,
 }
 
 /// A manual action from the admin API.
@@ -177,7 +198,27 @@ impl Rollout {
             reason: None,
             baseline: None,
             ab_result: None,
+            revision: 1,
+            revision_converged_at: None,
+            metric_errors: 0,
+            salt: String::new(),
         }
+    }
+
+    /// The sticky-hash salt of this rollout's policies.
+    pub fn salt(&self) -> String {
+        if self.salt.is_empty() {
+            format!("rollout-{}", self.id)
+        } else {
+            self.salt.clone()
+        }
+    }
+
+    /// When the current step's bake and analysis window start: when the
+    /// fleet converged on its policy, never before the step began.
+    pub fn window_start(&self) -> f64 {
+        self.revision_converged_at
+            .map_or(self.step_started_at, |t| t.max(self.step_started_at))
     }
 
     /// Every stage of the strategy with its bake (how long it is held).
@@ -231,9 +272,8 @@ impl Rollout {
 
     /// The traffic policy this rollout implies now.
     pub fn policy(&self) -> PolicySpec {
-        let salt = format!("rollout-{}", self.id);
         let mut p = PolicySpec::pinned(self.stable);
-        p.salt = salt;
+        p.salt = self.salt();
         match self.phase {
             Phase::Validating | Phase::Aborted => p,
             Phase::Promoted => {
@@ -283,6 +323,7 @@ impl Rollout {
         self.step_started_at = now;
         self.inconclusive_since = None;
         self.failures = 0;
+        self.metric_errors = 0;
     }
 
     pub(super) fn abort(&mut self, reason: String) {
@@ -315,6 +356,16 @@ impl Rollout {
             steps[next].0.describe()
         )
     }
+}
+
+/// Finishes a transition from `before` to `n`: when the implied policy
+/// changed, its revision goes up and the fleet has to converge on it again.
+pub(super) fn settle(before: &Rollout, mut n: Rollout) -> Rollout {
+    if n.policy() != before.policy() {
+        n.revision = before.revision + 1;
+        n.revision_converged_at = None;
+    }
+    n
 }
 
 fn weight_stage(s: &Step) -> (Stage, Option<std::time::Duration>) {
