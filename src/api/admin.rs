@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,11 +19,11 @@ use serde::Serialize;
 
 use super::respond::{body_bytes, json};
 use crate::api::error::ApiError;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicySpec, Weight};
 use crate::repository::{ModelEntry, VersionState};
-use crate::rollout::machine::{Action, Rollout};
+use crate::rollout::machine::{Action, Event, Phase, Rollout};
 use crate::rollout::spec_file::{self, SpecFormat};
-use crate::serving::AppState;
+use crate::serving::{AppState, Control};
 
 /// The admin routes under `/admin/v1`.
 pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -165,27 +166,80 @@ async fn get_policy(State(state): State<Arc<AppState>>, Path(model): Path<String
     }
 }
 
+/// `?force=true` on a policy PUT.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PolicyQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `PUT .../policy`: refused (409) while a rollout is active, unless
+/// `?force=true`, which aborts the rollout first; every change is an event
+/// of the model's audit log.
 async fn put_policy(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
+    query: Result<Query<PolicyQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = (|| {
-        if state.fleet().is_some() {
+    let result = async {
+        let Control::Local { store, .. } = &state.control else {
             return Err(ApiError::Conflict(format!(
                 "fleet mode: the traffic policy of model '{model}' comes from its ModelRollout; \
                  start a rollout or roll back instead"
             )));
-        }
+        };
+        let force = query
+            .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+            .force;
         let body = body_bytes(body, state.settings.body_limit)?;
         let spec: PolicySpec = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid policy for model '{model}': {e}")))?;
+        model_entry(&state, &model)?;
+        let active = store
+            .newest(&model)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .filter(|r| !r.phase.is_final());
+        if let Some(r) = &active {
+            if !force {
+                return Err(ApiError::Conflict(format!(
+                    "model '{model}' has an active rollout (id {}, {} → {}, {}): its policy belongs to the \
+                     rollout; pause, promote or abort it, or add ?force=true to abort it and set this policy",
+                    r.id,
+                    r.stable,
+                    r.candidate,
+                    r.phase.name()
+                )));
+            }
+            // the rollout ends first, so its abort policy cannot undo this one
+            state.rollouts.act(&model, Action::Abort).await?;
+        }
         let policy = state.repo.set_policy(&model, spec)?;
-        tracing::info!(model = %model, policy = ?policy.spec(), "traffic policy set");
+        let decision = match &active {
+            Some(r) => format!(
+                "traffic policy set by hand with force, aborting rollout {}: stable {}",
+                r.id,
+                policy.stable()
+            ),
+            None => format!("traffic policy set by hand: stable {}", policy.stable()),
+        };
+        let event = Event {
+            at: crate::rollout::controller::now_secs(),
+            phase: active.as_ref().map_or(Phase::Promoted, |_| Phase::Aborted),
+            step: active.as_ref().map_or(0, |r| r.step),
+            weight: policy.spec().candidate.as_ref().map_or(Weight::ZERO, |c| c.weight),
+            decision,
+            metrics: serde_json::json!({"policy": policy.spec()}),
+            actor: "admin".into(),
+        };
+        if let Err(e) = store.record(&model, &event) {
+            tracing::warn!(model = %model, error = %e, "policy change not recorded in the audit log");
+        }
         Ok::<_, ApiError>(json(
             &serde_json::json!({"policy": policy.spec(), "source": "admin"}),
         ))
-    })();
+    }
+    .await;
     result.unwrap_or_else(|e| e.into_response())
 }
 
@@ -293,6 +347,7 @@ pub(super) fn rollout_view(r: &Rollout) -> serde_json::Value {
         "revision": r.revision,
         "revision_converged_at": r.revision_converged_at,
         "metric_errors": r.metric_errors,
+        "keeps": r.kept,
     })
 }
 

@@ -317,6 +317,8 @@ pub fn rollout_of(model: &str, s: &ModelRolloutStatus) -> Option<Rollout> {
     if let Some(p) = &s.policy {
         r.revision = p.revision;
         r.salt = p.salt.clone();
+        // the effective policy carries what the rollout keeps
+        r.kept = crate::rollout::machine::Kept::of(&policy_spec(p), r.stable, r.candidate);
     }
     Some(r)
 }

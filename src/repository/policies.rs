@@ -107,7 +107,8 @@ impl Repository {
     }
 
     /// Puts all traffic back on the previous stable version, if it was
-    /// replaced within `window` and is still READY.
+    /// replaced within `window` and is still READY. The previous stable is
+    /// then forgotten: a second rollback has nothing to return to.
     pub fn rollback(&self, model: &str, window: Duration) -> Result<Arc<Policy>, PolicyError> {
         self.try_publish(|s| {
             let m = model_mut(s, model)?;
@@ -127,7 +128,6 @@ impl Repository {
                     prev.version
                 )));
             }
-            let current = m.default_version();
             let mut spec = m
                 .policy
                 .as_ref()
@@ -147,10 +147,8 @@ impl Repository {
             m.policy = Some(policy.clone());
             m.policy_revision += 1;
             m.policy_since = Some(SystemTime::now());
-            m.previous_stable = current.map(|version| PreviousStable {
-                version,
-                replaced_at: SystemTime::now(),
-            });
+            // a rollback is undone by a new rollout, not by another rollback
+            m.previous_stable = None;
             Ok(policy)
         })
     }

@@ -102,6 +102,10 @@ pub fn plan_start(
         )));
     }
     let mut r = Rollout::new(0, model, stable, spec, now);
+    // the model's allow-list, labels and other shadows stay in force
+    if let Some(p) = &m.policy {
+        r.kept = machine::Kept::of(p.spec(), r.stable, r.candidate);
+    }
     // revisions never go down across the rollouts of a model
     r.revision = current.map_or(0, |c| c.revision).max(m.policy_revision) + 1;
     Ok(r)

@@ -98,6 +98,20 @@ impl LocalStore {
         }
     }
 
+    /// Appends `event` to `model`'s audit log, under its newest rollout (0
+    /// before the first): rollbacks and policy changes by hand.
+    pub fn record(&self, model: &str, event: &Event) -> Result<(), StoreError> {
+        let id = self.stored(model)?.map_or(0, |(r, _)| r.id);
+        self.db.record_event(model, id, event)?;
+        tracing::info!(model, actor = %event.actor, "{}", event.decision);
+        Ok(())
+    }
+
+    /// The newest rollout of `model` (active or finished).
+    pub fn newest(&self, model: &str) -> Result<Option<Rollout>, StoreError> {
+        Ok(self.stored(model)?.map(|(r, _)| r))
+    }
+
     /// True when `model` has an active rollout.
     pub fn holds_any(&self, model: &str) -> bool {
         self.current

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::analysis::BoxFuture;
 use super::controller::{Controller, RolloutError};
-use super::machine::{Action, Event, Rollout};
+use super::local::LocalStore;
+use super::machine::{Action, Event, Phase, Rollout};
 use super::spec::RolloutSpec;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicySpec, Weight};
 use crate::repository::{PolicyError, Repository};
 
 /// Rollout commands and reads, as the admin API offers them.
@@ -55,9 +56,62 @@ impl From<PolicyError> for RolloutError {
 /// Local mode: this server's controller, and rollback as a local policy swap.
 pub struct LocalOperator {
     pub controller: Arc<Controller>,
+    pub store: Arc<LocalStore>,
     pub repo: Arc<Repository>,
     /// How long a replaced stable version stays loaded for rollback.
     pub rollback_window: Duration,
+}
+
+impl LocalOperator {
+    /// Rollback's rules: back to the version that was stable before the
+    /// last promotion (within the rollback window), never to the candidate
+    /// of an aborted rollout, never while a rollout runs; once. Recorded in
+    /// the audit log.
+    fn rollback_now(&self, model: &str) -> Result<PolicySpec, RolloutError> {
+        let snapshot = self.repo.snapshot();
+        let m = snapshot
+            .models
+            .get(model)
+            .ok_or_else(|| RolloutError::NotFound(format!("unknown model '{model}'")))?;
+        let newest = self.store.newest(model)?;
+        if let Some(r) = newest.as_ref().filter(|r| !r.phase.is_final()) {
+            return Err(RolloutError::Conflict(format!(
+                "model '{model}' has an active rollout (id {}, {} → {}); abort it instead of rolling back",
+                r.id, r.stable, r.candidate
+            )));
+        }
+        let nothing = |why: String| {
+            RolloutError::Conflict(format!("model '{model}' has nothing to roll back to: {why}"))
+        };
+        let previous = m
+            .previous_stable
+            .ok_or_else(|| nothing("no promotion since the server started or since the last rollback".into()))?;
+        if let Some(r) = newest
+            .as_ref()
+            .filter(|r| r.phase == Phase::Aborted && r.candidate == previous.version)
+        {
+            return Err(nothing(format!(
+                "version {} was the candidate of rollout {}, which was aborted",
+                previous.version, r.id
+            )));
+        }
+        let from = m.default_version();
+        let policy = self.repo.rollback(model, self.rollback_window)?.spec().clone();
+        let event = Event {
+            at: super::controller::now_secs(),
+            phase: newest.as_ref().map_or(Phase::Promoted, |r| r.phase),
+            step: newest.as_ref().map_or(0, |r| r.step),
+            weight: Weight::ZERO,
+            decision: match from {
+                Some(v) => format!("rolled back: version {} is stable again (was {v})", policy.stable),
+                None => format!("rolled back: version {} is stable again", policy.stable),
+            },
+            metrics: serde_json::json!({"policy": policy}),
+            actor: "admin".into(),
+        };
+        self.store.record(model, &event)?;
+        Ok(policy)
+    }
 }
 
 impl Operator for LocalOperator {
@@ -78,12 +132,7 @@ impl Operator for LocalOperator {
     }
 
     fn rollback<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<PolicySpec, RolloutError>> {
-        let result = self
-            .repo
-            .rollback(model, self.rollback_window)
-            .map(|p| p.spec().clone())
-            .map_err(RolloutError::from);
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(self.rollback_now(model)))
     }
 
     fn events<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<Vec<(i64, Event)>, RolloutError>> {

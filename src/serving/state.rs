@@ -139,6 +139,7 @@ impl AppState {
         }));
         let rollouts = Arc::new(LocalOperator {
             controller: controller.clone(),
+            store: store.clone(),
             repo: repo.clone(),
             rollback_window: settings.rollback_window,
         });

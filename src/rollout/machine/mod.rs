@@ -10,7 +10,7 @@ mod state;
 
 pub use act::{abort, act, Refused};
 pub use decide::decide;
-pub use state::{analysis_due, Action, Event, Observation, Phase, Rollout, Stage};
+pub use state::{analysis_due, Action, Event, Kept, Observation, Phase, Rollout, Stage};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::policy::{CandidateSpec, PolicySpec, ShadowSpec, Weight};
+use std::collections::BTreeMap;
+
+use crate::policy::{CandidateSpec, PinMode, PolicySpec, ShadowSpec, Weight, POLICY_LABELS};
 use crate::rollout::analysis::{Measures, Verdict};
 use crate::rollout::spec::{RolloutSpec, Step, Strategy};
 use crate::rollout::statistics::TestResult;
@@ -79,6 +81,50 @@ pub struct Rollout {
     /// when empty, as rollouts stored before salts were explicit).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub salt: String,
+    /// What the model's policy held when the rollout started that the
+    /// rollout keeps in every policy it installs.
+    #[serde(default, skip_serializing_if = "Kept::is_empty")]
+    pub kept: Kept,
+}
+
+/// The parts of a model's policy a rollout keeps: the allow-list (its
+/// users get the rollout's candidate while one is routed) and the pin
+/// mode, user labels, and a shadow of a version the rollout does not move.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_list: Vec<String>,
+    #[serde(default)]
+    pub pins: PinMode,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+impl Kept {
+    /// What a rollout from `stable` to `candidate` keeps of `policy`.
+    pub fn of(policy: &PolicySpec, stable: u64, candidate: u64) -> Kept {
+        Kept {
+            allow_list: policy.allow_list.clone(),
+            pins: policy.pins,
+            labels: policy
+                .labels
+                .iter()
+                .filter(|(name, _)| !POLICY_LABELS.contains(&name.as_str()))
+                .map(|(name, &v)| (name.clone(), v))
+                .collect(),
+            shadow: policy
+                .shadow
+                .clone()
+                .filter(|s| s.version != stable && s.version != candidate),
+        }
+    }
+
+    /// True when there is nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        *self == Kept::default()
+    }
 }
 
 /// One entry of the audit log.
@@ -202,6 +248,7 @@ impl Rollout {
             revision_converged_at: None,
             metric_errors: 0,
             salt: String::new(),
+            kept: Kept::default(),
         }
     }
 
@@ -272,6 +319,28 @@ impl Rollout {
 
     /// The traffic policy this rollout implies now.
     pub fn policy(&self) -> PolicySpec {
+        let mut p = self.own_policy();
+        // the allow-list takes the candidate: only while one is routed
+        if p.candidate.is_some() {
+            p.allow_list = self.kept.allow_list.clone();
+        }
+        p.pins = self.kept.pins;
+        // once promoted, a blue-green retires the old stable: its labels go
+        p.labels = self
+            .kept
+            .labels
+            .iter()
+            .filter(|(_, &v)| !(self.phase == Phase::Promoted && v == self.stable))
+            .map(|(name, &v)| (name.clone(), v))
+            .collect();
+        if p.shadow.is_none() {
+            p.shadow = self.kept.shadow.clone();
+        }
+        p
+    }
+
+    /// The policy the rollout's phase and stage imply, before what it keeps.
+    fn own_policy(&self) -> PolicySpec {
         let mut p = PolicySpec::pinned(self.stable);
         p.salt = self.salt();
         match self.phase {
