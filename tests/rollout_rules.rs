@@ -19,28 +19,35 @@ fn canary(candidate: u64) -> Value {
 /// digits with versions 1, 2 and 3 (a copy of 2), all loaded, stable 1.
 fn repo() -> TestRepo {
     let repo = TestRepo::bundled(&["digits"]);
-    repo.add_version("models/digits/2", "digits", 3).config(
-        "digits",
-        "[versions]\npolicy = \"all\"\n\n[labels]\nstable = 1\n",
-    );
+    repo.add_version("models/digits/2", "digits", 3)
+        .config("digits", "[versions]\npolicy = \"all\"\n\n[labels]\nstable = 1\n");
     repo
 }
 
 async fn start(s: &TestServer, candidate: u64) -> Value {
     let (st, r) = s
-        .admin(Method::POST, "/admin/v1/models/digits/rollouts", Some(canary(candidate)))
+        .admin(
+            Method::POST,
+            "/admin/v1/models/digits/rollouts",
+            Some(canary(candidate)),
+        )
         .await;
     assert_eq!(st, 200, "{r}");
     r
 }
 
 async fn action(s: &TestServer, action: &str) -> (u16, Value) {
-    s.admin(Method::POST, &format!("/admin/v1/models/digits/rollout/{action}"), None)
-        .await
+    s.admin(
+        Method::POST,
+        &format!("/admin/v1/models/digits/rollout/{action}"),
+        None,
+    )
+    .await
 }
 
 async fn rollback(s: &TestServer) -> (u16, Value) {
-    s.admin(Method::POST, "/admin/v1/models/digits/rollback", None).await
+    s.admin(Method::POST, "/admin/v1/models/digits/rollback", None)
+        .await
 }
 
 async fn decisions(s: &TestServer) -> Vec<String> {
@@ -55,7 +62,10 @@ async fn decisions(s: &TestServer) -> Vec<String> {
 }
 
 async fn policy(s: &TestServer) -> Value {
-    s.admin(Method::GET, "/admin/v1/models/digits/policy", None).await.1["policy"].clone()
+    s.admin(Method::GET, "/admin/v1/models/digits/policy", None)
+        .await
+        .1["policy"]
+        .clone()
 }
 
 /// Promote 1 → 2, roll back, roll back again, roll out 3 and abort it,
@@ -68,7 +78,13 @@ async fn rollback_returns_once_to_the_stable_before_the_last_promotion() {
     s.set_policy("digits", json!({"stable": 1})).await;
     let (st, body) = rollback(&s).await;
     assert_eq!(st, 409, "nothing promoted yet: {body}");
-    assert!(body["error"].as_str().unwrap().contains("nothing to roll back to"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to roll back to"),
+        "{body}"
+    );
 
     start(&s, 2).await;
     let (st, body) = rollback(&s).await;
@@ -91,7 +107,11 @@ async fn rollback_returns_once_to_the_stable_before_the_last_promotion() {
     let (st, body) = rollback(&s).await;
     assert_eq!(st, 409, "{body}");
     let p = policy(&s).await;
-    assert_eq!((p["stable"].as_u64(), &p["candidate"]), (Some(1), &Value::Null), "{p}");
+    assert_eq!(
+        (p["stable"].as_u64(), &p["candidate"]),
+        (Some(1), &Value::Null),
+        "{p}"
+    );
 
     let log = decisions(&s).await;
     let rolled: Vec<&String> = log.iter().filter(|d| d.starts_with("rolled back")).collect();
@@ -108,12 +128,23 @@ async fn a_policy_put_during_a_rollout_is_refused_unless_forced() {
     start(&s, 2).await;
     let by_hand = json!({"stable": 1, "candidate": {"version": 2, "weight": "90%"}});
     let (st, body) = s
-        .admin(Method::PUT, "/admin/v1/models/digits/policy", Some(by_hand.clone()))
+        .admin(
+            Method::PUT,
+            "/admin/v1/models/digits/policy",
+            Some(by_hand.clone()),
+        )
         .await;
     assert_eq!(st, 409, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("active rollout") && message.contains("force"), "{body}");
-    assert_eq!(policy(&s).await["candidate"]["weight"], "10%", "the rollout's weight holds");
+    assert!(
+        message.contains("active rollout") && message.contains("force"),
+        "{body}"
+    );
+    assert_eq!(
+        policy(&s).await["candidate"]["weight"],
+        "10%",
+        "the rollout's weight holds"
+    );
 
     let (st, body) = s
         .admin(
@@ -124,7 +155,9 @@ async fn a_policy_put_during_a_rollout_is_refused_unless_forced() {
         .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(policy(&s).await["candidate"]["weight"], "90%");
-    let (_, r) = s.admin(Method::GET, "/admin/v1/models/digits/rollout", None).await;
+    let (_, r) = s
+        .admin(Method::GET, "/admin/v1/models/digits/rollout", None)
+        .await;
     assert_eq!(r["phase"], "aborted", "{r}");
 
     let log = decisions(&s).await;

@@ -227,7 +227,11 @@ async fn put_policy(
             at: crate::rollout::controller::now_secs(),
             phase: active.as_ref().map_or(Phase::Promoted, |_| Phase::Aborted),
             step: active.as_ref().map_or(0, |r| r.step),
-            weight: policy.spec().candidate.as_ref().map_or(Weight::ZERO, |c| c.weight),
+            weight: policy
+                .spec()
+                .candidate
+                .as_ref()
+                .map_or(Weight::ZERO, |c| c.weight),
             decision,
             metrics: serde_json::json!({"policy": policy.spec()}),
             actor: "admin".into(),

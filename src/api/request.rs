@@ -120,17 +120,52 @@ pub fn client_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError>
     Ok(Some(Duration::from_millis(ms)))
 }
 
-/// Adds `x-model-version` and `x-route` to a predict response, and what
-/// the request log needs.
-pub fn route_headers(resp: &mut Response, target: &Target) {
+/// The header that says why a request's `x-model-version` pin was not
+/// followed.
+pub const PIN_IGNORED_HEADER: &str = "x-pin-ignored";
+
+/// Adds `x-model-version` and `x-route` to a predict response that reached
+/// its version (a 4xx did not: it names no version), `x-pin-ignored` when
+/// the caller's pin was not followed, and what the request log needs.
+pub fn route_headers(resp: &mut Response, target: &Target, pin: Option<u64>) {
+    let answered = !resp.status().is_client_error();
     let headers = resp.headers_mut();
-    headers.insert("x-model-version", HeaderValue::from(target.version));
-    headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    if answered {
+        headers.insert("x-model-version", HeaderValue::from(target.version));
+        headers.insert("x-route", HeaderValue::from_static(target.route.name()));
+    }
+    if let Some(why) = pin.and_then(|pin| pin_ignored(target, pin)) {
+        if let Ok(value) = HeaderValue::from_str(&why) {
+            headers.insert(PIN_IGNORED_HEADER, value);
+        }
+    }
     resp.extensions_mut().insert(Served {
         model: target.model.name.clone(),
         version: target.version,
         route: target.route.name(),
     });
+}
+
+/// Why a versionless request's `x-model-version: pin` was not followed,
+/// if it was not.
+fn pin_ignored(target: &Target, pin: u64) -> Option<String> {
+    use crate::policy::{PinMode, Route};
+    if matches!(target.route, Route::Pin | Route::Explicit | Route::Label) {
+        return None;
+    }
+    let model = &target.model.name;
+    Some(match target.model.policy.as_ref().map(|p| p.spec().pins) {
+        None => format!("version {pin} not pinned: model '{model}' has no traffic policy, so pins are off"),
+        Some(PinMode::Off) => {
+            format!("version {pin} not pinned: pins are off in the traffic policy of model '{model}'")
+        }
+        Some(PinMode::AllowListed) => {
+            format!("version {pin} not pinned: only allow-listed users may pin versions of model '{model}'")
+        }
+        Some(PinMode::All) => {
+            format!("version {pin} not pinned: the policy of model '{model}' does not route to it")
+        }
+    })
 }
 
 #[cfg(test)]

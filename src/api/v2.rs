@@ -259,6 +259,7 @@ async fn run_infer(
         }
         caller.user = Some(user);
     }
+    let pin = caller.pin;
     let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
@@ -267,7 +268,7 @@ async fn run_infer(
         Ok(resp) => (resp, Outcome::Served),
         Err(e) => (e.error.into_response(), e.outcome),
     };
-    request::route_headers(&mut resp, &target);
+    request::route_headers(&mut resp, &target, pin);
     infer::observe(state, &target, Protocol::V2, outcome, started.elapsed());
     resp
 }

@@ -415,7 +415,7 @@ mod tests {
     fn a_rollout_survives_the_round_trip_through_a_status() {
         let spec: RolloutSpec = serde_json::from_value(json!({
             "strategy": "canary", "candidate": 2,
-            "steps": [{"weight": 1000, "bake": "3s"}, {"weight": 5000, "bake": "1m 30s"}, {"weight": 10000}],
+            "steps": [{"weight": "10%", "bake": "3s"}, {"weight": "50%", "bake": "1m 30s"}, {"weight": "100%"}],
             "analysis": {"interval": "1s", "min_requests": 5, "error_limit": 3}
         }))
         .unwrap();
@@ -443,8 +443,8 @@ mod tests {
         for v in [
             json!({"strategy": "blue-green", "candidate": 3, "observe": "45s"}),
             json!({"strategy": "shadow", "candidate": 3, "rate": 0.5, "min_agreement": 0.9, "min_samples": 20,
-                   "then_canary": [{"weight": 2500, "bake": "10s"}]}),
-            json!({"strategy": "ab-test", "candidate": 3, "split": 3000, "duration": "1h", "alpha": 0.01,
+                   "then_canary": [{"weight": "25%", "bake": "10s"}]}),
+            json!({"strategy": "ab-test", "candidate": 3, "split": "30%", "duration": "1h", "alpha": 0.01,
                    "min_samples": 50, "auto_promote": true}),
         ] {
             let spec: RolloutSpec = serde_json::from_value(v).unwrap();

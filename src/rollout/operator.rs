@@ -83,9 +83,9 @@ impl LocalOperator {
         let nothing = |why: String| {
             RolloutError::Conflict(format!("model '{model}' has nothing to roll back to: {why}"))
         };
-        let previous = m
-            .previous_stable
-            .ok_or_else(|| nothing("no promotion since the server started or since the last rollback".into()))?;
+        let previous = m.previous_stable.ok_or_else(|| {
+            nothing("no promotion since the server started or since the last rollback".into())
+        })?;
         if let Some(r) = newest
             .as_ref()
             .filter(|r| r.phase == Phase::Aborted && r.candidate == previous.version)

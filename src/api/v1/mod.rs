@@ -495,6 +495,7 @@ async fn run_predict(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let pin = caller.pin;
     let target = match infer::admit(state, model, selector, caller, peer.0) {
         Ok(t) => t,
         Err(ServeError::Route(e)) => return route_error(e).into_response(),
@@ -508,7 +509,7 @@ async fn run_predict(
         Ok(resp) => (resp, Outcome::Served),
         Err(e) => (e.error.into_response(), e.outcome),
     };
-    request::route_headers(&mut resp, &target);
+    request::route_headers(&mut resp, &target, pin);
     infer::observe(state, &target, Protocol::V1, outcome, started.elapsed());
     resp
 }
