@@ -240,7 +240,7 @@ check_image() {
   expect_200 "GET /health" "http://$data/health"
   expect_200 "GET /ready" "http://$data/ready"
   expect_200 "GET /health (admin listener)" "http://$admin/health"
-  # The admin API wants the token from the environment (SPEC §6).
+  # The admin API wants the token from the environment.
   status=$(http_status "http://$admin/admin/v1/models")
   if [ "$status" = 404 ]; then
     log "skipped: no admin API in this build"
