@@ -8,7 +8,7 @@
 # replica each second, and N `switchyard serve --fleet kubernetes` processes
 # on loopback, each with its own ports and state directory, waits until all
 # are ready, and prints one JSON line:
-#   {"kube": URL, "prometheus": URL, "pods": [{"name", "pid", "data", "admin"}], "token": TOKEN}
+#   {"kube": URL, "prometheus": URL, "pods": [{"name", "pid", "data", "admin", "grpc"}], "token": TOKEN}
 # `stop` stops every process it started, by PID.
 #
 # Environment: FLEET_DIR (state, logs, PIDs; default .cache/fleet-local),
@@ -117,11 +117,12 @@ users:
 current-context: standin
 EOF
 
-  local i names=() data=() admin=() targets=()
+  local i names=() data=() admin=() grpc=() targets=()
   for i in $(seq 1 "$n"); do
     names+=("pod-$i")
     data+=("$(free_port)")
     admin+=("$(free_port)")
+    grpc+=("$(free_port)")
     targets+=("\"127.0.0.1:${admin[-1]}\"")
   done
   local prom_port
@@ -145,6 +146,7 @@ EOF
     SWITCHYARD_ADMIN_TOKEN=$token ORT_DYLIB_PATH=$ort "$bin" serve \
       --model-repository "${MODEL_REPOSITORY:-$ROOT/models}" \
       --listen "127.0.0.1:${data[$i]}" --admin-listen "127.0.0.1:${admin[$i]}" \
+      --grpc-listen "127.0.0.1:${grpc[$i]}" \
       --state-dir "$FLEET_DIR/${names[$i]}" --pod-name "${names[$i]}" \
       --fleet kubernetes --kubeconfig "$FLEET_DIR/kubeconfig" --namespace default \
       --prometheus-url "$prom" \
@@ -163,7 +165,7 @@ EOF
   local pods=
   for i in $(seq 0 $((n - 1))); do
     [ -z "$pods" ] || pods+=", "
-    pods+="{\"name\": \"${names[$i]}\", \"pid\": ${pids[$i]}, \"data\": \"http://127.0.0.1:${data[$i]}\", \"admin\": \"http://127.0.0.1:${admin[$i]}\"}"
+    pods+="{\"name\": \"${names[$i]}\", \"pid\": ${pids[$i]}, \"data\": \"http://127.0.0.1:${data[$i]}\", \"admin\": \"http://127.0.0.1:${admin[$i]}\", \"grpc\": \"127.0.0.1:${grpc[$i]}\"}"
   done
   log "$n replicas ready; logs and state in $FLEET_DIR; stop with '$0 stop'"
   printf '{"kube": "%s", "prometheus": "%s", "pods": [%s], "token": "%s"}\n' "$kube" "$prom" "$pods" "$token"

@@ -121,12 +121,16 @@ async fn polling_keeps_what_an_admin_load_or_a_rollout_holds() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         polls += 1;
     }
-    // an explicit unload releases the hold
-    s.set_policy(
-        "digits",
-        json!({"stable": 3, "candidate": {"version": 1, "weight": "1%"}}),
-    )
-    .await;
+    // an explicit unload releases the hold (the policy set by hand, with
+    // force: the rollout owns the policy while it runs)
+    let (st, body) = s
+        .admin(
+            Method::PUT,
+            "/admin/v1/models/digits/policy?force=true",
+            Some(json!({"stable": 3, "candidate": {"version": 1, "weight": "1%"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
     let (st, body) = s
         .admin(Method::POST, "/admin/v1/models/digits/versions/2/unload", None)
         .await;

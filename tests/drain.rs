@@ -33,6 +33,7 @@ async fn sigterm_drains_then_exits_zero() {
         .arg(repo.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--grpc-listen", "off"])
         .args([
             "--drain-secs",
             &DRAIN_SECS.to_string(),

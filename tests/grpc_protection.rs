@@ -56,7 +56,7 @@ async fn deadlines_are_the_models_lowered_by_grpc_timeout() {
         "the model's timeout_ms: {status:?}"
     );
     assert!(
-        status.message().contains("did not answer within 1 ms"),
+        status.message().contains("within its deadline of 1 ms"),
         "{status:?}"
     );
     assert_eq!(meta(&status, "x-model-version"), Some("1"));
@@ -72,7 +72,7 @@ async fn deadlines_are_the_models_lowered_by_grpc_timeout() {
     assert!(
         status
             .message()
-            .contains("model 'mlp_wide' version 1 did not answer within 1 ms"),
+            .contains("model 'mlp_wide' version 1 did not answer within the 1 ms the request allowed"),
         "{status:?}"
     );
     // ... but never raises it
@@ -108,7 +108,12 @@ async fn deadlines_are_the_models_lowered_by_grpc_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_resource_exhausted_and_shared_with_http() {
     let repo = TestRepo::bundled(&["digits"]);
-    let s = TestServer::start_with(repo.path(), |c| c.rate_limit = Some("3/60s".parse().unwrap())).await;
+    // user keys count as the caller only from a trusted proxy (here: the test)
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.rate_limit = Some("3/60s".parse().unwrap());
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let mut c = s.grpc_client().await;
     let row = rows(1);
     // alice spends two of her three over HTTP, one over gRPC

@@ -35,6 +35,7 @@ fn spawn(repo: &Path, state: &Path) -> Server {
         .arg(state)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--grpc-listen", "off"])
         .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
         .current_dir(common::root())
         .stdout(Stdio::null())

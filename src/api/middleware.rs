@@ -187,6 +187,10 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
     }
     if let Some(n) = announced {
         if !budget.reserve(&mut permit, n) {
+            // read and drop the body (nothing is held) so the client, still
+            // sending, gets to read the 503 instead of a broken pipe
+            let deadline = Instant::now() + state.settings.bodies.read_timeout.min(BODY_RATE_GRACE);
+            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline.into(), body.frame()).await {}
             return Err(shed());
         }
     }

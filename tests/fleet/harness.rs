@@ -144,6 +144,8 @@ impl LocalFleet {
             .arg(&p.state)
             .args(["--listen", &format!("127.0.0.1:{}", p.data_port)])
             .args(["--admin-listen", &format!("127.0.0.1:{}", p.admin_port)])
+            // several replicas on one machine: no gRPC listener each
+            .args(["--grpc-listen", "off"])
             .args([
                 "--fleet",
                 "kubernetes",
