@@ -268,7 +268,12 @@ async fn convergence_of_one_promote(fleet: &LocalFleet, step: u64) -> f64 {
         .unwrap()
         .iter()
         .rev()
-        .find(|h| h["decision"].as_str().unwrap().contains(&format!("step {step}")))
+        .find(|h| {
+            h["decision"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("step {} of", step + 1))
+        })
         .unwrap_or_else(|| panic!("no history entry for step {step}: {o}"))
         .clone();
     let written: SystemTime = humantime::parse_rfc3339_weak(entry["at"].as_str().unwrap()).unwrap();

@@ -53,6 +53,7 @@ impl Load {
                             let value = if predicted == Some(*label) { 1.0 } else { 0.0 };
                             let _ = client
                                 .post(format!("{data}/v2/models/digits/feedback"))
+                                .bearer_auth(crate::harness::TOKEN)
                                 .json(&json!({"request_id": id, "value": value}))
                                 .send()
                                 .await;
