@@ -48,7 +48,7 @@ for run in $(seq "$RUNS"); do
   port=$(free_port); admin=$(free_port)
   RUST_LOG=warn "$BIN" serve --model-repository "$work/repo" --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$admin" --state-dir "$work/state-$run" --onnxruntime-lib "$LIB" \
-    --drain-secs 0 >/dev/null 2>&1 &
+    --grpc-listen off --drain-secs 0 >/dev/null 2>&1 &
   pid=$!
   until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done
   curl -sf -o /dev/null "http://127.0.0.1:$port/v1/models/digits:predict" --data-binary @"$work/small.json"

@@ -24,7 +24,12 @@ FLEET_DIR=${FLEET_DIR:-$ROOT/.cache/fleet-local}
 PIDS=$FLEET_DIR/pids
 
 log() { printf 'fleet-local: %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+# A failed start stops what it had started (the PIDs file lists it).
+die() {
+  log "FAIL: $*"
+  [ -f "$PIDS" ] && stop >/dev/null 2>&1
+  exit 1
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
