@@ -165,7 +165,12 @@ impl<'de, T: Element> Visitor<'de> for Walker<'_, T> {
         self.push(T::from_u64(v), format_args!("{v}"), true)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(T::from_f64(v), format_args!("{}", show_f64(v)), v.is_finite())
+        // the refusal's text only when refused: formatting every accepted
+        // number would cost an allocation per element
+        match T::from_f64(v) {
+            Some(x) => self.push(Some(x), format_args!(""), true),
+            None => self.push(None, format_args!("{}", show_f64(v)), v.is_finite()),
+        }
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         if let Some(x) = T::from_str(v) {
