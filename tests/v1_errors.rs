@@ -3,30 +3,25 @@
 
 mod common;
 
-use common::{digits_samples, TestRepo, TestServer};
+use common::{digits_samples, post_v1, TestRepo, TestServer};
 use serde_json::{json, Value};
 
-/// POSTs `body` and returns (status, x-model-version, x-route, JSON body).
-async fn post_v1(s: &TestServer, path: &str, body: &Value) -> (u16, String, String, Value) {
-    let resp = s
-        .client
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
-    let (version, route) = (header("x-model-version"), header("x-route"));
-    let text = resp.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
-    (status, version, route, json)
+const PREDICT: &str = "/v1/models/digits:predict";
+
+/// A server over digits and the two-input fixture, with a 64 KiB body limit.
+async fn server() -> (TestRepo, TestServer) {
+    let repo = TestRepo::bundled(&["digits"]);
+    repo.add_fixture("two_inputs", "two_inputs");
+    let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
+    (repo, s)
+}
+
+/// A good request still gets its answer after a fault.
+async fn still_works(s: &TestServer, label: &str) {
+    let good = json!({"instances": [digits_samples()[0].0.clone()]});
+    let (st, _, _, resp) = post_v1(s, PREDICT, &good).await;
+    assert_eq!(st, 200, "after {label}: {resp}");
+    assert_eq!(resp["predictions"][0]["label"], json!(2), "after {label}");
 }
 
 /// Asserts `status` and a JSON `error` that mentions every one of `needles`.
@@ -43,22 +38,11 @@ fn assert_error(got: (u16, Value), status: u16, needles: &[&str], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_models_versions_labels_and_verbs_name_what_is_unknown() {
-    let repo = TestRepo::bundled(&["digits"]);
-    repo.add_fixture("two_inputs", "two_inputs");
-    let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
+    let (_repo, s) = server().await;
     let pixels = digits_samples()[0].0.clone();
     let good = json!({"instances": [pixels]});
-    let predict = "/v1/models/digits:predict";
-    let still_works = |label: &'static str| {
-        let s = &s;
-        let good = &good;
-        async move {
-            let (st, _, _, resp) = post_v1(s, predict, good).await;
-            assert_eq!(st, 200, "after {label}: {resp}");
-            assert_eq!(resp["predictions"][0]["label"], json!(2), "after {label}");
-        }
-    };
-    still_works("start").await;
+    let predict = PREDICT;
+    still_works(&s, "start").await;
 
     // unknown model → 404
     for path in ["/v1/models/nope:predict"] {
@@ -110,7 +94,7 @@ async fn unknown_models_versions_labels_and_verbs_name_what_is_unknown() {
     ] {
         assert_error(s.get(path).await, 400, &["'abc'"], path);
     }
-    still_works("routing errors").await;
+    still_works(&s, "routing errors").await;
 
     // classify / regress → 501, in every URL form
     for path in [
@@ -143,22 +127,11 @@ async fn unknown_models_versions_labels_and_verbs_name_what_is_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_name_the_field_at_fault() {
-    let repo = TestRepo::bundled(&["digits"]);
-    repo.add_fixture("two_inputs", "two_inputs");
-    let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
+    let (_repo, s) = server().await;
     let pixels = digits_samples()[0].0.clone();
     let good = json!({"instances": [pixels]});
-    let predict = "/v1/models/digits:predict";
-    let still_works = |label: &'static str| {
-        let s = &s;
-        let good = &good;
-        async move {
-            let (st, _, _, resp) = post_v1(s, predict, good).await;
-            assert_eq!(st, 200, "after {label}: {resp}");
-            assert_eq!(resp["predictions"][0]["label"], json!(2), "after {label}");
-        }
-    };
-    still_works("start").await;
+    let predict = PREDICT;
+    still_works(&s, "start").await;
 
     // bad signature_name → 400
     let mut body = good.clone();
@@ -219,29 +192,17 @@ async fn malformed_bodies_name_the_field_at_fault() {
         &["list"],
         "scalar instances",
     );
-    still_works("body errors").await;
+    still_works(&s, "body errors").await;
 
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tensors_that_do_not_fit_the_model_name_the_input_and_shape() {
-    let repo = TestRepo::bundled(&["digits"]);
-    repo.add_fixture("two_inputs", "two_inputs");
-    let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
+    let (_repo, s) = server().await;
     let pixels = digits_samples()[0].0.clone();
-    let good = json!({"instances": [pixels]});
-    let predict = "/v1/models/digits:predict";
-    let still_works = |label: &'static str| {
-        let s = &s;
-        let good = &good;
-        async move {
-            let (st, _, _, resp) = post_v1(s, predict, good).await;
-            assert_eq!(st, 200, "after {label}: {resp}");
-            assert_eq!(resp["predictions"][0]["label"], json!(2), "after {label}");
-        }
-    };
-    still_works("start").await;
+    let predict = PREDICT;
+    still_works(&s, "start").await;
 
     // instances of mismatched shapes → 400 naming the instance and shapes
     let short = pixels[..63].to_vec();
@@ -310,35 +271,23 @@ async fn tensors_that_do_not_fit_the_model_name_the_input_and_shape() {
         &["missing input 'b'"],
         "columnar lacks an input",
     );
-    still_works("tensor errors").await;
+    still_works(&s, "tensor errors").await;
 
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_a_413_and_a_4xx_names_no_version() {
-    let repo = TestRepo::bundled(&["digits"]);
-    repo.add_fixture("two_inputs", "two_inputs");
-    let s = TestServer::start_with(repo.path(), |c| c.body_limit = 64 * 1024).await;
+    let (_repo, s) = server().await;
     let pixels = digits_samples()[0].0.clone();
-    let good = json!({"instances": [pixels]});
-    let predict = "/v1/models/digits:predict";
-    let still_works = |label: &'static str| {
-        let s = &s;
-        let good = &good;
-        async move {
-            let (st, _, _, resp) = post_v1(s, predict, good).await;
-            assert_eq!(st, 200, "after {label}: {resp}");
-            assert_eq!(resp["predictions"][0]["label"], json!(2), "after {label}");
-        }
-    };
-    still_works("start").await;
+    let predict = PREDICT;
+    still_works(&s, "start").await;
 
     // body over the limit → 413
     let big = json!({"instances": vec![pixels.clone(); 400]});
     assert!(big.to_string().len() > 64 * 1024);
     assert_error(s.post(predict, &big).await, 413, &["limit"], "body over limit");
-    still_works("413").await;
+    still_works(&s, "413").await;
 
     // a 4xx names no version: the request never reached one
     let (st, version, route, _) = post_v1(&s, predict, &json!({"instances": []})).await;

@@ -368,3 +368,26 @@ pub fn readme_accuracy(model: &str, version: u64) -> (usize, usize) {
         })
         .unwrap_or_else(|| panic!("no (correct/total) figure in: {line}"))
 }
+
+/// POSTs `body` and returns (status, x-model-version, x-route, JSON body).
+pub async fn post_v1(s: &TestServer, path: &str, body: &Value) -> (u16, String, String, Value) {
+    let resp = s
+        .client
+        .post(s.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (version, route) = (header("x-model-version"), header("x-route"));
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (status, version, route, json)
+}
