@@ -268,4 +268,13 @@ impl Operator for FleetOperator {
             self.audit.events(model).map_err(RolloutError::from),
         ))
     }
+    fn recent_events<'a>(
+        &'a self,
+        model: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(i64, Event)>, RolloutError>> {
+        Box::pin(std::future::ready(
+            self.audit.recent_events(model, limit).map_err(RolloutError::from),
+        ))
+    }
 }
