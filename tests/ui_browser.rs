@@ -323,15 +323,20 @@ async fn the_live_page_in_headless_chromium() {
         "a wrong token changed the rollout"
     );
 
-    // Pause with the token pauses it
+    // Pause with the token pauses it, even when the page re-rendered between
+    // finding the button and clicking it (analysis pushes an update every second)
     enter_token(&c, TOKEN).await;
     conn_state(&c, "live", Duration::from_secs(10)).await;
-    c.find(Locator::Id("act-digits-pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let pause = c.find(Locator::Id("act-digits-pause")).await.unwrap();
+    c.execute(
+        "document.getElementById('model-digits').dataset.old = '1'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let rerendered = "return !document.getElementById('model-digits').dataset.old;";
+    wait_js(&c, rerendered, Duration::from_secs(5), |v| v == true).await;
+    pause.click().await.unwrap();
     wait_js(&c, &text_of("result-digits"), Duration::from_secs(5), |t| {
         t.as_str().is_some_and(|t| t.contains("pause done"))
     })

@@ -28,6 +28,7 @@
     retries: 0,
     retryTimer: null,
     results: new Map(), // model -> {ok, text}
+    kept: new Map(),    // action buttons carried over from the last render
     fleet: null,
     fresh: false,       // the next history replaces what the page holds
   };
@@ -304,6 +305,7 @@
   function render() {
     const focused = document.activeElement && document.activeElement.id;
     const main = $("models");
+    S.kept = new Map([...main.querySelectorAll("button[id^=act-]")].map((b) => [b.id, b]));
     main.replaceChildren();
     if (!S.models.length) main.appendChild(h("p", { class: "muted" }, "No models in the repository yet."));
     for (const m of S.models) main.appendChild(modelCard(m));
@@ -494,16 +496,31 @@
       retry: phase === "aborted",
     };
     const id = domId(m.name);
-    const buttons = ACTIONS.map(([action, label]) => h("button", {
-      type: "button", id: `act-${id}-${action}`, class: DESTRUCTIVE[action] ? "danger" : "",
-      disabled: !allowed[action], onclick: () => act(m.name, action),
-    }, label));
-    buttons.push(h("button", {
-      type: "button", id: `act-${id}-rollback`, class: "danger",
-      disabled: !m.previous_stable, title: m.previous_stable ? `back to version ${m.previous_stable}` : "no previous stable version is kept",
-      onclick: () => act(m.name, "rollback"),
-    }, m.previous_stable ? `Roll back to v${m.previous_stable}` : "Roll back"));
+    const buttons = ACTIONS.map(([action, label]) => button(m.name, action, {
+      id: `act-${id}-${action}`, class: DESTRUCTIVE[action] ? "danger" : "", disabled: !allowed[action], label,
+    }));
+    buttons.push(button(m.name, "rollback", {
+      id: `act-${id}-rollback`, class: "danger", disabled: !m.previous_stable,
+      title: m.previous_stable ? `back to version ${m.previous_stable}` : "no previous stable version is kept",
+      label: m.previous_stable ? `Roll back to v${m.previous_stable}` : "Roll back",
+    }));
     return buttons;
+  }
+
+  // An action button survives re-renders: the same element is updated and moved
+  // into the new card, so a click that lands while an update arrives (every
+  // second during analysis) still reaches it, and focus stays where it was.
+  function button(model, action, b) {
+    let e = S.kept.get(b.id);
+    if (!e) {
+      e = h("button", { type: "button", id: b.id, onclick: () => act(model, action) });
+    }
+    e.className = b.class;
+    e.disabled = b.disabled;
+    if (b.title) e.title = b.title;
+    else e.removeAttribute("title");
+    if (e.textContent !== b.label) e.textContent = b.label;
+    return e;
   }
 
   function eventLog(m) {
