@@ -37,6 +37,21 @@ ensure_wrk() {
   command -v wrk
 }
 
+# Path of h2load (HTTP/2 load generator of the Debian package nghttp2-client;
+# benches/grpc_vs_http.sh's gRPC load): on PATH, else installed with apt-get,
+# saying so.
+ensure_h2load() {
+  if command -v h2load >/dev/null 2>&1; then command -v h2load; return; fi
+  command -v apt-get >/dev/null 2>&1 || die "h2load is missing: install the Debian package nghttp2-client (or GRPC_LOADGEN=tonic)"
+  local sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  log "h2load is missing: installing the Debian package nghttp2-client (apt-get install nghttp2-client)"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null \
+    || die "apt-get install nghttp2-client failed"
+  command -v h2load
+}
+
 # The peers' Python venv, .venv/peers, from benches/peers/requirements.txt;
 # rebuilt when that file changes (its sha256 is stamped inside the venv).
 PEERS_VENV=$BENCH_ROOT/.venv/peers
