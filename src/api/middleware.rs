@@ -1,9 +1,11 @@
-//! HTTP middleware. On the data listener, outermost first: JSON bodies for
-//! errors raised outside the handlers, the request id (tower-http; refused
-//! when longer than the cap), the body read ([`read_bodies`]), load
-//! shedding beyond `--max-in-flight` (probes are never shed) and the request
-//! log of predict requests. The admin listener has the JSON errors and the
-//! body read.
+//! HTTP middleware: one pass per request (a single layer, so a request
+//! pays for one boxed future and one clone of the route below it, not one
+//! per concern). On the data listener, in order: the request id (refused
+//! when longer than the cap, generated when absent, echoed on the answer),
+//! the body read, load shedding beyond `--max-in-flight` (probes are never
+//! shed), the handler, the request log of predict requests, and JSON
+//! bodies for errors raised outside the handlers. The admin listener has
+//! the body read and the JSON errors.
 //!
 //! A body is read in full *before* its request takes an in-flight slot, so
 //! slow clients cannot hold the slots that answer requests: it must arrive
@@ -20,7 +22,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::connection::ConnActivity;
 use super::error::{error_body, ApiError};
@@ -33,55 +34,84 @@ use crate::telemetry::names;
 /// (connection set-up, the client's first write).
 pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
-/// Generates a request id when the client sent none: 128 random bits in hex.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+/// A request id for a request that came without one: 128 random bits in hex.
+fn new_request_id() -> HeaderValue {
+    let mut id = [0u8; 32];
+    let hex = b"0123456789abcdef";
+    for half in id.chunks_mut(16) {
+        let mut bits = fastrand::u64(..);
+        for digit in half.iter_mut().rev() {
+            *digit = hex[(bits & 0xf) as usize];
+            bits >>= 4;
+        }
     }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 fn is_probe(path: &str) -> bool {
     matches!(path, "/health" | "/ready") || path.starts_with("/v2/health/")
 }
 
-/// Refuses an `x-request-id` longer than the cap (400), before it is
-/// echoed, logged or remembered.
-pub async fn check_request_id(req: Request, next: Next) -> Response {
-    if let Some(len) = req.headers().get(REQUEST_ID_HEADER).map(|v| v.len()) {
-        if len > MAX_CLIENT_STRING {
+/// The data listener's middleware (see the module's doc).
+pub async fn data_plane(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    json_errors(data_request(&state, req, next).await).await
+}
+
+/// The admin listener's middleware: the body read and JSON errors.
+pub async fn admin_plane(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let resp = match read_body(&state, req).await {
+        Ok((req, permit)) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(e) => closing(e.into_response()),
+    };
+    json_errors(resp).await
+}
+
+async fn data_request(state: &AppState, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = match req.headers().get(REQUEST_ID_HEADER) {
+        Some(v) if v.len() > MAX_CLIENT_STRING => {
             let e = TooLong {
                 what: REQUEST_ID_HEADER.into(),
-                len,
+                len: v.len(),
                 max: MAX_CLIENT_STRING,
             };
             return ApiError::BadRequest(e.to_string()).into_response();
         }
-    }
-    next.run(req).await
-}
-
-/// Reads each request body in full (deadline, minimum rate, size limit,
-/// body budget) and hands the request on with the bytes; the budget is
-/// given back once the answer is ready.
-pub async fn read_bodies(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let (req, permit) = match read_body(&state, req).await {
-        Ok(read) => read,
-        Err(e) => return closing(e.into_response()),
+        Some(v) => v.clone(),
+        None => {
+            let id = new_request_id();
+            req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+            id
+        }
     };
-    let resp = next.run(req).await;
-    drop(permit);
+    let mut resp = match read_body(state, req).await {
+        Ok((req, permit)) => {
+            let resp = shed_and_log(state, req, next, started, &id).await;
+            drop(permit);
+            resp
+        }
+        Err(e) => closing(e.into_response()),
+    };
+    if !resp.headers().contains_key(REQUEST_ID_HEADER) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
     resp
 }
 
 /// Sheds load beyond `--max-in-flight` (503 + `Retry-After`; probes are
 /// never shed) and logs each predict request with its id, model, version,
 /// route, status and latency.
-pub async fn shed_and_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
+async fn shed_and_log(
+    state: &AppState,
+    req: Request,
+    next: Next,
+    started: Instant,
+    id: &HeaderValue,
+) -> Response {
     let permit = if is_probe(req.uri().path()) {
         None
     } else {
@@ -100,15 +130,13 @@ pub async fn shed_and_log(State(state): State<Arc<AppState>>, req: Request, next
             }
         }
     };
-    let id = req.extensions().get::<RequestId>().cloned();
     let method = req.method().clone();
     let uri = req.uri().clone();
     let resp = next.run(req).await;
     drop(permit);
     if let Some(served) = resp.extensions().get::<Served>() {
-        let id = id.as_ref().and_then(|id| id.header_value().to_str().ok());
         tracing::info!(
-            request_id = %id.unwrap_or("(not visible ASCII)"),
+            request_id = %id.to_str().unwrap_or("(not visible ASCII)"),
             model = %served.model,
             version = served.version,
             route = served.route,
@@ -125,8 +153,7 @@ pub async fn shed_and_log(State(state): State<Arc<AppState>>, req: Request, next
 /// Gives every error answer a JSON body `{"error": ...}`: those raised
 /// before a handler runs (path decoding, method and extractor rejections)
 /// come as plain text from axum.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -294,4 +321,21 @@ pub fn closing(mut resp: Response) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_32_lowercase_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        for id in [&a, &b] {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{s}");
+        }
+        assert_ne!(a, b);
+    }
 }

@@ -8,10 +8,9 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::error::error_body;
-use super::middleware::{check_request_id, json_errors, read_bodies, shed_and_log, RandomRequestId};
+use super::middleware::{admin_plane, data_plane};
 use super::{admin, feedback, health, repository, ui, v1, v2};
 use crate::serving::AppState;
 
@@ -28,12 +27,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), shed_and_log))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), read_bodies))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-        .layer(axum::middleware::from_fn(check_request_id))
-        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), data_plane))
         .with_state(state)
 }
 
@@ -48,8 +42,7 @@ pub fn admin_app(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), read_bodies))
-        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admin_plane))
         .with_state(state)
 }
 
