@@ -36,8 +36,10 @@
 #   (switchyard_load_shed_total, switchyard_rate_limited_total), h2load's
 #   non-200 or failed streams, and any call h2load saw answered that the
 #   server did not count as OK (calls refused before they reach a version,
-#   such as an unknown model, have no counter). At the start one call per
-#   model checks that the frame is accepted (one OK gRPC answer counted).
+#   such as an unknown model, have no counter; up to c calls the server
+#   answered after h2load stopped counting can hide as many of those). At
+#   the start one call per model checks that the frame is accepted (one OK
+#   gRPC answer counted).
 # - GRPC_LOADGEN=tonic: target/$PROFILE/examples/grpc_load
 #   (benches/grpc_load.rs, tonic), c calls on CONNECTIONS connections, its
 #   own percentiles and error count.
