@@ -50,7 +50,11 @@ fn main() -> Result<(), String> {
             shape: vec![1, row.len() as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()],
+        raw_input_contents: vec![row
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()],
         ..Default::default()
     };
 
