@@ -1,11 +1,13 @@
 //! The worker loop: take a job, gather compatible jobs into a batch, run the
 //! backend once, split the outputs back to each job.
 //!
-//! Batching is greedy: a worker takes whatever is already queued. It waits up
-//! to `max_delay` for more only when its previous run was a batch of several
-//! requests, i.e. when concurrency has been seen; a lone client never pays
-//! the delay (Triton's fixed delay would cost it `max_queue_delay_us` on
-//! every request).
+//! Batching is greedy: a worker takes whatever is already queued. It waits
+//! for more only while requests routed to the version are on their way to
+//! the queue ([`Arrivals`]), and then no longer than `max_delay` nor than
+//! its last run took (a batch is worth waiting for only while it fills
+//! sooner than a run would finish). So a lone client never waits (Triton's
+//! fixed delay costs it `max_queue_delay_us` on every request), and no
+//! worker idles for a request that is not coming while others wait.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::arrival::Arrivals;
 use super::job::{Backend, Job, RunMetrics, RuntimeError};
 use super::stats::VersionStats;
 use crate::tensor::{Tensor, TensorData};
@@ -24,6 +27,8 @@ pub(super) struct Worker {
     /// Maximum rows per run; 0 = no batching.
     pub(super) max_batch: usize,
     pub(super) max_delay: Duration,
+    /// The version's requests on their way to the queue.
+    pub(super) arrivals: Arrivals,
     pub(super) stats: Arc<VersionStats>,
     pub(super) metrics: Arc<RunMetrics>,
     pub(super) output_count: usize,
@@ -48,7 +53,7 @@ impl Worker {
     /// backend panicked.
     pub(super) fn run(&mut self) -> Exit {
         let mut carry: Option<Job> = None;
-        let mut last_batch_requests = 1usize;
+        let mut last_run = Duration::ZERO;
         loop {
             if let Some(panic) = self.broken.take() {
                 // a carried job waits in the queue's place for the next backend
@@ -72,16 +77,14 @@ impl Worker {
             }
             let mut batch = vec![first];
             let mut total = rows(&batch[0]).unwrap_or(1);
-            let wait_until = (last_batch_requests > 1).then(|| Instant::now() + self.max_delay);
+            let wait_until = Instant::now() + self.max_delay.min(last_run);
             while total < self.max_batch {
                 let next = match self.rx.try_recv() {
                     Ok(job) => job,
-                    Err(_) => match wait_until {
-                        Some(t) => match self.rx.recv_deadline(t) {
-                            Ok(job) => job,
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                        },
-                        None => break,
+                    Err(_) if self.arrivals.pending() == 0 => break,
+                    Err(_) => match self.rx.recv_deadline(wait_until) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     },
                 };
                 match rows(&next) {
@@ -95,8 +98,9 @@ impl Worker {
                     }
                 }
             }
-            last_batch_requests = batch.len();
+            let started = Instant::now();
             self.execute(batch);
+            last_run = started.elapsed();
         }
     }
 

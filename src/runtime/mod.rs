@@ -9,6 +9,7 @@
 //! reports unhealthy until then. Per-version counters feed the
 //! statistics extension ([`stats`]) and rollout analysis ([`window`]).
 
+mod arrival;
 mod batcher;
 mod job;
 pub mod onnx;
@@ -17,6 +18,7 @@ pub mod stats;
 mod version;
 pub mod window;
 
+pub use arrival::Arrival;
 pub use job::{Backend, BackendError, Budget, DeadlineOwner, RuntimeError};
 pub use signature::{InputError, Signature, TensorSpec};
 pub use stats::VersionStats;

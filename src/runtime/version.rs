@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use super::arrival::{Arrival, Arrivals};
 use super::batcher;
 use super::job::{Backend, Budget, Job, RunMetrics, RuntimeError};
 use super::signature::Signature;
@@ -68,6 +69,8 @@ pub struct VersionRuntime {
     window: Window,
     /// Workers waiting for a fresh backend after a panic.
     workers_down: Arc<AtomicUsize>,
+    /// Requests routed here and on their way to the queue.
+    arrivals: Arrivals,
     /// Workers hold it weakly: once the runtime is gone, a worker still
     /// trying to reopen its backend gives up. Never read, only held.
     _alive: Arc<()>,
@@ -104,6 +107,7 @@ impl VersionRuntime {
             0
         };
         let workers_down = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arrivals::default();
         let alive = Arc::new(());
         for (i, backend) in backends.into_iter().enumerate() {
             let worker = batcher::Worker {
@@ -111,6 +115,7 @@ impl VersionRuntime {
                 backend,
                 max_batch: batching,
                 max_delay: Duration::from_micros(config.max_queue_delay_us),
+                arrivals: arrivals.clone(),
                 stats: stats.clone(),
                 metrics: metrics.clone(),
                 output_count: signature.outputs.len(),
@@ -135,6 +140,7 @@ impl VersionRuntime {
             stats,
             window: Window::default(),
             workers_down,
+            arrivals,
             _alive: alive,
         })
     }
@@ -163,6 +169,13 @@ impl VersionRuntime {
     /// Recent outcomes as clients saw them, for rollout analysis.
     pub fn window(&self) -> &Window {
         &self.window
+    }
+
+    /// A request routed to this version, on its way to the queue until it
+    /// is submitted or dropped; workers wait to fill a batch only while
+    /// some are.
+    pub fn arrival(&self) -> Arrival {
+        self.arrivals.start()
     }
 
     /// Requests waiting in the queue now.
@@ -388,6 +401,78 @@ mod tests {
         assert!(rt.infer_blocking(input(-1.0)).is_err());
         assert_eq!(rt.infer_blocking(input(1.0)).unwrap(), input(1.0));
         assert!(rt.is_healthy());
+    }
+
+    /// Echoes its input after `pause`, recording the rows of every run.
+    struct Slow {
+        pause: Duration,
+        runs: Arc<parking_lot::Mutex<Vec<i64>>>,
+    }
+
+    impl Backend for Slow {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            std::thread::sleep(self.pause);
+            self.runs.lock().push(inputs[0].shape[0]);
+            Ok(inputs)
+        }
+    }
+
+    fn row(v: f32) -> Vec<Tensor> {
+        vec![Tensor {
+            name: "x".into(),
+            shape: vec![1, 1],
+            data: TensorData::Fp32(vec![v]),
+        }]
+    }
+
+    #[test]
+    fn a_worker_waits_to_fill_a_batch_only_for_requests_on_their_way() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Fp32,
+            shape: vec![-1, 1],
+        };
+        let signature = Signature {
+            inputs: vec![spec.clone()],
+            outputs: vec![spec],
+        };
+        let runs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let config = ExecutionConfig {
+            max_batch_size: 8,
+            max_queue_delay_us: 10_000_000, // far longer than any wait below
+            ..ExecutionConfig::default()
+        };
+        let backend = Slow {
+            pause: Duration::from_millis(200),
+            runs: runs.clone(),
+        };
+        let rt = Arc::new(VersionRuntime::start("m-1", signature, config, vec![Box::new(backend)]).unwrap());
+        rt.infer_blocking(row(0.0)).unwrap(); // a first run: the worker knows how long one takes
+        let later = |rt: &Arc<VersionRuntime>, after: Duration, arrival: Option<Arrival>| {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                if let Some(a) = arrival {
+                    a.arrived();
+                }
+                rt.infer_blocking(row(2.0)).unwrap()
+            })
+        };
+
+        // nobody on the way: the first request runs alone at once, the
+        // second (20 ms later) in the next run
+        let second = later(&rt, Duration::from_millis(20), None);
+        rt.infer_blocking(row(1.0)).unwrap();
+        second.join().unwrap();
+        assert_eq!(runs.lock()[1..], [1, 1]);
+
+        // a request on its way (being decoded): the worker waits for it
+        let arrival = rt.arrival();
+        let second = later(&rt, Duration::from_millis(20), Some(arrival));
+        rt.infer_blocking(row(1.0)).unwrap();
+        second.join().unwrap();
+        assert_eq!(runs.lock()[3..], [2], "the two requests share one run");
+        assert_eq!(rt.arrivals.pending(), 0);
     }
 
     #[test]

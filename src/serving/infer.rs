@@ -129,6 +129,7 @@ pub async fn run(
 ) -> Result<Vec<Tensor>, ServeError> {
     let budget = Budget::lowered(target.runtime.own_budget().after, options.client_timeout);
     let finite_inputs = inputs.iter().all(|t| all_finite(&t.data));
+    target.arrival.arrived();
     let outputs = target.runtime.infer(inputs, Some(budget)).await.map_err(|error| {
         if let crate::runtime::RuntimeError::Inference(detail) = &error {
             tracing::warn!(model = %target.model.name, version = target.version, error = %detail, "inference failed");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::policy::Route;
 use crate::repository::{ModelEntry, Snapshot, VersionState};
-use crate::runtime::VersionRuntime;
+use crate::runtime::{Arrival, VersionRuntime};
 
 /// What the request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,6 @@ pub struct Caller<'a> {
 }
 
 /// The version that will answer a request.
-#[derive(Clone)]
 pub struct Target {
     pub model: Arc<ModelEntry>,
     pub version: u64,
@@ -50,6 +49,9 @@ pub struct Target {
     pub route: Route,
     /// Where a mirrored copy goes, when this request was sampled for shadowing.
     pub shadow: Option<(u64, Arc<VersionRuntime>)>,
+    /// The request on its way to the version's queue (see
+    /// [`VersionRuntime::arrival`]).
+    pub arrival: Arrival,
 }
 
 /// Why no version could be chosen.
@@ -214,6 +216,7 @@ pub fn route_with(
     Ok(Target {
         model: m.clone(),
         version,
+        arrival: runtime.arrival(),
         runtime,
         route,
         shadow,
