@@ -334,7 +334,11 @@ mod tests {
         for id in [&a, &b] {
             let s = id.to_str().unwrap();
             assert_eq!(s.len(), 32, "{s}");
-            assert!(s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{s}");
+            assert!(
+                s.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{s}"
+            );
         }
         assert_ne!(a, b);
     }
