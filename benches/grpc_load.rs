@@ -1,7 +1,8 @@
 //! A gRPC load generator for `ModelInfer` (what ghz does, which is not
 //! available here): fixed concurrency, fixed duration, one request body
 //! sent over and over; prints one JSON line with req/s, p50, p99, errors
-//! and its own CPU. `benches/grpc_vs_http.sh` runs it next to oha.
+//! and its own CPU. `GRPC_LOADGEN=tonic benches/grpc_vs_http.sh` drives the
+//! gRPC side with it (the default there is h2load, a lighter client).
 //!
 //! ```text
 //! cargo build --release --example grpc_load
