@@ -35,7 +35,8 @@ pub struct ExecutionConfig {
     pub intra_op_threads: usize,
     /// Rows per batch when the first dimension is dynamic; 0 turns batching off.
     pub max_batch_size: usize,
-    /// How long a worker may wait to fill a batch once concurrency is seen.
+    /// The longest a worker waits to fill a batch (only while requests for
+    /// the version are on their way, and no longer than its last run).
     pub max_queue_delay_us: u64,
     /// Requests that may wait per version; beyond it requests get 503.
     pub max_queue: usize,
