@@ -14,13 +14,32 @@ pub mod raw;
 pub type GrpcClient = GrpcInferenceServiceClient<tonic::transport::Channel>;
 
 /// A TCP port free on 127.0.0.1 right now (for servers started as a
-/// separate process, which cannot report a `:0` port back).
+/// separate process, which cannot report a `:0` port back, and that keep
+/// their port across restarts). It lies below the kernel's ephemeral range,
+/// where a `:0` port would lie: any outgoing connection of the machine
+/// (a client, Prometheus scraping) may take an ephemeral port before the
+/// process binds it, or between two of its lives. No port is handed out
+/// twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..10_000 {
+        let port = fastrand::u16(low..high);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
 }
 
 /// The crate root.
