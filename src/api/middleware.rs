@@ -209,15 +209,17 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
+    // A refused body is read and dropped (nothing is held; for at most the
+    // grace and a few times the limit) so that the client, still sending,
+    // gets to read the error instead of a broken pipe.
+    let grace = state.settings.bodies.read_timeout.min(BODY_RATE_GRACE);
     if announced.is_some_and(|n| n > limit) {
+        discard(&mut body, grace, limit.saturating_mul(DISCARD_LIMITS)).await;
         return Err(too_large());
     }
     if let Some(n) = announced {
         if !budget.reserve(&mut permit, n) {
-            // read and drop the body (nothing is held) so the client, still
-            // sending, gets to read the 503 instead of a broken pipe
-            let deadline = Instant::now() + state.settings.bodies.read_timeout.min(BODY_RATE_GRACE);
-            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline.into(), body.frame()).await {}
+            discard(&mut body, grace, n).await;
             return Err(shed());
         }
     }
@@ -247,6 +249,8 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         };
         let Ok(data) = frame.into_data() else { continue };
         if chunks.len + data.len() > limit {
+            drop(chunks);
+            discard(&mut body, grace, limit.saturating_mul(DISCARD_LIMITS)).await;
             return Err(too_large());
         }
         if announced.is_none() && !budget.reserve(&mut permit, data.len()) {
@@ -258,6 +262,22 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Request, BodyPermi
         Request::from_parts(parts, Body::from(chunks.into_bytes())),
         permit,
     ))
+}
+
+/// How much of a body over the size limit is read and dropped before the
+/// 413, in multiples of the limit.
+const DISCARD_LIMITS: usize = 4;
+
+/// Reads and drops a body for at most `time` or `bytes`.
+async fn discard(body: &mut Body, time: Duration, bytes: usize) {
+    let deadline = tokio::time::Instant::now() + time;
+    let mut read = 0usize;
+    while read < bytes {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
 }
 
 /// The 408 of a body that did not arrive in time.
