@@ -23,34 +23,25 @@ ensure_oha() {
   echo "$TOOLS_DIR/bin/oha"
 }
 
-# Path of wrk (the Debian package wrk; benches/peers/run.sh's interleaved mode):
-# on PATH, else installed with apt-get, saying so.
-ensure_wrk() {
-  if command -v wrk >/dev/null 2>&1; then command -v wrk; return; fi
-  command -v apt-get >/dev/null 2>&1 || die "wrk is missing: install the Debian package wrk (or LOADGEN=oha)"
-  local sudo=
+# Path of the command $1 from the Debian package $2: on PATH, else installed
+# with apt-get, saying so; $3 says what to do instead when apt-get is missing.
+ensure_debian_tool() {
+  local tool=$1 package=$2 otherwise=$3 sudo=
+  if command -v "$tool" >/dev/null 2>&1; then command -v "$tool"; return; fi
+  command -v apt-get >/dev/null 2>&1 || die "$tool is missing: install the Debian package $package ($otherwise)"
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  log "wrk is missing: installing the Debian package wrk (apt-get install wrk)"
+  log "$tool is missing: installing the Debian package $package (apt-get install $package)"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null \
-    || die "apt-get install wrk failed"
-  command -v wrk
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+    || die "apt-get install $package failed"
+  command -v "$tool"
 }
 
-# Path of h2load (HTTP/2 load generator of the Debian package nghttp2-client;
-# benches/grpc_vs_http.sh's gRPC load): on PATH, else installed with apt-get,
-# saying so.
-ensure_h2load() {
-  if command -v h2load >/dev/null 2>&1; then command -v h2load; return; fi
-  command -v apt-get >/dev/null 2>&1 || die "h2load is missing: install the Debian package nghttp2-client (or GRPC_LOADGEN=tonic)"
-  local sudo=
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  log "h2load is missing: installing the Debian package nghttp2-client (apt-get install nghttp2-client)"
-  $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null \
-    || die "apt-get install nghttp2-client failed"
-  command -v h2load
-}
+# wrk (benches/peers/run.sh's interleaved mode, benches/grpc_vs_http.sh's HTTP load).
+ensure_wrk() { ensure_debian_tool wrk wrk "or LOADGEN=oha"; }
+
+# h2load, the HTTP/2 load generator of nghttp2-client (benches/grpc_vs_http.sh's gRPC load).
+ensure_h2load() { ensure_debian_tool h2load nghttp2-client "or GRPC_LOADGEN=tonic"; }
 
 # The peers' Python venv, .venv/peers, from benches/peers/requirements.txt;
 # rebuilt when that file changes (its sha256 is stamped inside the venv).
