@@ -180,14 +180,21 @@ fn path(c: &mut Criterion) {
                     shape: shape.to_vec(),
                     data,
                 }];
-                let outputs = rt.block_on(runtime.infer(inputs, None)).expect("infers");
+                let outputs = rt.block_on(runtime.infer(inputs, None, false)).expect("infers");
                 encode(&outputs)
             })
         });
         let input = input_tensor(&held_out_rows(n));
         group.bench_with_input(BenchmarkId::new("infer_only", n), &input, |b, input| {
             b.iter(|| {
-                rt.block_on(runtime.infer(vec![input.clone()], None))
+                rt.block_on(runtime.infer(vec![input.clone()], None, false))
+                    .expect("infers")
+            })
+        });
+        // the same with nothing else being served: a fast version runs here
+        group.bench_with_input(BenchmarkId::new("infer_inline", n), &input, |b, input| {
+            b.iter(|| {
+                rt.block_on(runtime.infer(vec![input.clone()], None, true))
                     .expect("infers")
             })
         });

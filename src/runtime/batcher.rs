@@ -7,36 +7,102 @@
 //! its last run took (a batch is worth waiting for only while it fills
 //! sooner than a run would finish). So a lone client never waits (Triton's
 //! fixed delay costs it `max_queue_delay_us` on every request), and no
-//! worker idles for a request that is not coming while others wait.
+//! worker idles a core for a request that is not coming while others wait.
+//!
+//! A worker's backend sits in a [`Slot`] that a request may also borrow to
+//! run itself on its own thread ([`Runner`] does the bookkeeping for both),
+//! see `VersionRuntime::infer`. Whoever catches a backend's panic marks the
+//! slot broken; only the worker repairs it.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 
 use super::arrival::Arrivals;
 use super::job::{Backend, Job, RunMetrics, RuntimeError};
 use super::stats::VersionStats;
 use crate::tensor::{Tensor, TensorData};
 
-pub(super) struct Worker {
-    pub(super) rx: Receiver<Job>,
+/// What a worker's queue carries.
+pub(super) enum Work {
+    Job(Job),
+    /// A backend panicked outside the worker: look at the slot.
+    Repair,
+}
+
+/// One backend, owned by a worker and lent to requests that run inline.
+pub(super) struct Slot {
     pub(super) backend: Box<dyn Backend>,
-    /// Maximum rows per run; 0 = no batching.
-    pub(super) max_batch: usize,
-    pub(super) max_delay: Duration,
-    /// The version's requests on their way to the queue.
-    pub(super) arrivals: Arrivals,
+    /// Set when the backend panicked: it must not run until replaced.
+    pub(super) broken: Option<String>,
+}
+
+impl Slot {
+    pub(super) fn shared(backend: Box<dyn Backend>) -> Arc<Mutex<Slot>> {
+        Arc::new(Mutex::new(Slot {
+            backend,
+            broken: None,
+        }))
+    }
+}
+
+/// Runs jobs on a slot and records what every run of a version records,
+/// whichever thread runs it.
+pub(super) struct Runner {
     pub(super) stats: Arc<VersionStats>,
     pub(super) metrics: Arc<RunMetrics>,
     pub(super) output_count: usize,
     /// The version's count of workers without a working backend; raised
     /// before the jobs of a panicked run are answered.
     pub(super) down: Arc<AtomicUsize>,
-    /// Set when the backend panicked: the worker stops for a fresh one.
-    pub(super) broken: Option<String>,
+    /// Nanoseconds per row of the last run that answered one request
+    /// (`u64::MAX` before the first).
+    pub(super) single_row_ns: AtomicU64,
+}
+
+impl Runner {
+    pub(super) fn new(
+        stats: Arc<VersionStats>,
+        metrics: Arc<RunMetrics>,
+        output_count: usize,
+        down: Arc<AtomicUsize>,
+    ) -> Runner {
+        Runner {
+            stats,
+            metrics,
+            output_count,
+            down,
+            single_row_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// About how long a run of one job with `rows` rows takes, from the
+    /// last single-request run; `None` before there was one.
+    pub(super) fn estimate(&self, rows: usize) -> Option<Duration> {
+        match self.single_row_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns.saturating_mul(rows.max(1) as u64))),
+        }
+    }
+}
+
+pub(super) struct Worker {
+    pub(super) rx: Receiver<Work>,
+    pub(super) slot: Arc<Mutex<Slot>>,
+    pub(super) runner: Arc<Runner>,
+    /// Maximum rows per run; 0 = no batching.
+    pub(super) max_batch: usize,
+    pub(super) max_delay: Duration,
+    /// The version's requests on their way to the queue.
+    pub(super) arrivals: Arrivals,
+    /// Jobs taken but not run yet: one that did not fit the last batch, or
+    /// a batch whose backend turned out broken (they wait for the new one).
+    pub(super) held: VecDeque<Job>,
 }
 
 /// Why a worker's loop ended.
@@ -52,60 +118,78 @@ impl Worker {
     /// Serves jobs until every sender is gone (the version retired) or the
     /// backend panicked.
     pub(super) fn run(&mut self) -> Exit {
-        let mut carry: Option<Job> = None;
         let mut last_run = Duration::ZERO;
         loop {
-            if let Some(panic) = self.broken.take() {
-                // a carried job waits in the queue's place for the next backend
-                if let Some(job) = carry.take() {
-                    let _ = job.reply.send(Err(RuntimeError::Inference(
-                        "the worker running this request failed and is being replaced".into(),
-                    )));
-                }
-                return Exit::BackendPanicked(panic);
-            }
-            let first = match carry.take() {
+            let first = match self.held.pop_front() {
                 Some(job) => job,
                 None => match self.rx.recv() {
-                    Ok(job) => job,
+                    Ok(Work::Job(job)) => job,
+                    Ok(Work::Repair) => match self.slot.lock().broken.take() {
+                        Some(panic) => return Exit::BackendPanicked(panic),
+                        None => continue, // repaired already
+                    },
                     Err(_) => return Exit::Retired, // every sender dropped
                 },
             };
-            if self.max_batch == 0 || rows(&first).is_none() {
-                self.execute(vec![first]);
-                continue;
-            }
-            let mut batch = vec![first];
-            let mut total = rows(&batch[0]).unwrap_or(1);
-            let wait_until = Instant::now() + self.max_delay.min(last_run);
-            while total < self.max_batch {
-                let next = match self.rx.try_recv() {
-                    Ok(job) => job,
-                    Err(_) if self.arrivals.pending() == 0 => break,
-                    Err(_) => match self.rx.recv_deadline(wait_until) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    },
-                };
-                match rows(&next) {
-                    Some(n) if total + n <= self.max_batch && same_row_shape(&batch[0], &next) => {
-                        total += n;
-                        batch.push(next);
-                    }
-                    _ => {
-                        carry = Some(next);
-                        break;
-                    }
-                }
-            }
+            let batch = if self.max_batch == 0 || rows(&first).is_none() {
+                vec![first]
+            } else {
+                self.gather(first, last_run)
+            };
             let started = Instant::now();
-            self.execute(batch);
+            let mut slot = self.slot.lock();
+            if let Some(panic) = slot.broken.take() {
+                // broken by a request that ran inline: these wait for the new backend
+                self.held.extend(batch);
+                return Exit::BackendPanicked(panic);
+            }
+            self.runner.execute(&mut slot, batch);
+            if let Some(panic) = slot.broken.take() {
+                return Exit::BackendPanicked(panic);
+            }
             last_run = started.elapsed();
         }
     }
 
-    /// Runs `jobs` (one, or several compatible ones) and answers each.
-    fn execute(&mut self, jobs: Vec<Job>) {
+    /// A batch starting with `first`: what is queued, and what is on its
+    /// way for at most `max_delay` and `last_run`.
+    fn gather(&mut self, first: Job, last_run: Duration) -> Vec<Job> {
+        let mut total = rows(&first).unwrap_or(1);
+        let mut batch = vec![first];
+        let wait_until = Instant::now() + self.max_delay.min(last_run);
+        while total < self.max_batch {
+            let next = match self.held.pop_front() {
+                Some(job) => job,
+                None => match self.rx.try_recv() {
+                    Ok(Work::Job(job)) => job,
+                    Ok(Work::Repair) => continue, // the slot is checked before the run
+                    Err(_) if self.arrivals.pending() == 0 => break,
+                    Err(_) => match self.rx.recv_deadline(wait_until) {
+                        Ok(Work::Job(job)) => job,
+                        Ok(Work::Repair) => continue,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    },
+                },
+            };
+            match rows(&next) {
+                Some(n) if total + n <= self.max_batch && same_row_shape(&batch[0], &next) => {
+                    total += n;
+                    batch.push(next);
+                }
+                _ => {
+                    self.held.push_front(next);
+                    break;
+                }
+            }
+        }
+        batch
+    }
+}
+
+impl Runner {
+    /// Runs `jobs` (one, or several compatible ones) on `slot` and answers
+    /// each; a panic marks the slot broken.
+    pub(super) fn execute(&self, slot: &mut Slot, jobs: Vec<Job>) {
         let started = Instant::now();
         let (live, expired): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline > started);
         for job in expired {
@@ -127,11 +211,11 @@ impl Worker {
         let built = Instant::now();
         // the backend is the one part that may panic (ORT bindings, model
         // code); its jobs fail, the version turns unhealthy first
-        let result = match catch_unwind(AssertUnwindSafe(|| self.backend.run(inputs))) {
+        let result = match catch_unwind(AssertUnwindSafe(|| slot.backend.run(inputs))) {
             Ok(result) => result,
             Err(panic) => {
                 self.down.fetch_add(1, Ordering::SeqCst);
-                self.broken = Some(panic_message(panic.as_ref()));
+                slot.broken = Some(panic_message(panic.as_ref()));
                 Err(crate::runtime::BackendError::Run(
                     "the worker running this request failed and is being replaced".into(),
                 ))
@@ -140,6 +224,11 @@ impl Worker {
         let ran = Instant::now();
         self.metrics.inference.record((ran - built).as_secs_f64());
         self.metrics.batch_rows.record(total_rows as f64);
+        if requests == 1 && result.is_ok() {
+            let per_row = (ran - built).as_nanos() / total_rows.max(1) as u128;
+            self.single_row_ns
+                .store(per_row.min(u64::MAX as u128 - 1) as u64, Ordering::Relaxed);
+        }
         let outcome = result.map_err(RuntimeError::from).and_then(|outputs| {
             if requests == 1 {
                 Ok(vec![outputs])
@@ -245,7 +334,7 @@ fn unbatch(
 }
 
 /// Rows in a job (the first dimension of its inputs), when it has one.
-fn rows(job: &Job) -> Option<usize> {
+pub(super) fn rows(job: &Job) -> Option<usize> {
     let first = job.inputs.first()?.shape.first().copied()?;
     job.inputs
         .iter()

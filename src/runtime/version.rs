@@ -1,8 +1,15 @@
 //! A *version runtime* owns a bounded queue and `instances` worker threads;
 //! each worker owns one backend (an ONNX Runtime session in production) and
-//! runs it synchronously, never on a tokio thread. Async callers submit a
-//! job with `try_send` (full queue → [`RuntimeError::QueueFull`]) and await
-//! a oneshot reply until the request's deadline.
+//! runs it synchronously. Async callers submit a job with `try_send` (full
+//! queue → [`RuntimeError::QueueFull`]) and await a oneshot reply until the
+//! request's deadline.
+//!
+//! A *fast* version (a one-request run under `inline_below_us`) is run on
+//! the caller's thread instead when nothing is queued and a backend is
+//! free: for a model that runs in tens of microseconds, handing the request
+//! to a worker thread and the answer back (two thread wake-ups) costs more
+//! than the run. Under load the queue is not empty, so requests go to the
+//! workers and batch as before.
 //!
 //! A worker thread is *supervised*: when its backend panics, the jobs of
 //! that run fail (500), the thread stays, gets a fresh backend from the
@@ -15,10 +22,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::arrival::{Arrival, Arrivals};
-use super::batcher;
+use super::batcher::{self, Runner, Slot, Work};
 use super::job::{Backend, Budget, Job, RunMetrics, RuntimeError};
 use super::signature::Signature;
 use super::stats::VersionStats;
@@ -42,6 +50,10 @@ pub struct ExecutionConfig {
     pub max_queue: usize,
     /// Per-request deadline; beyond it requests get 504.
     pub timeout_ms: u64,
+    /// A request whose run is expected to take less than this runs on the
+    /// thread that received it when nothing is queued and a backend is
+    /// free (no hand-off to a worker thread); 0 turns this off.
+    pub inline_below_us: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -53,6 +65,7 @@ impl Default for ExecutionConfig {
             max_queue_delay_us: 500,
             max_queue: 1024,
             timeout_ms: 5000,
+            inline_below_us: 200,
         }
     }
 }
@@ -63,13 +76,15 @@ pub type Reopen = Arc<dyn Fn() -> Result<Box<dyn Backend>, String> + Send + Sync
 /// A loaded, running model version: the queue into its workers.
 pub struct VersionRuntime {
     signature: Arc<Signature>,
-    metrics: Arc<RunMetrics>,
-    queue: Sender<Job>,
+    queue: Sender<Work>,
     config: ExecutionConfig,
     stats: Arc<VersionStats>,
     window: Window,
     /// Workers waiting for a fresh backend after a panic.
     workers_down: Arc<AtomicUsize>,
+    /// The workers' backends, lent to requests that run inline.
+    slots: Vec<Arc<Mutex<Slot>>>,
+    runner: Arc<Runner>,
     /// Requests routed here and on their way to the queue.
     arrivals: Arrivals,
     /// Workers hold it weakly: once the runtime is gone, a worker still
@@ -101,7 +116,7 @@ impl VersionRuntime {
         let signature = Arc::new(signature);
         let stats = Arc::new(VersionStats::default());
         let metrics = Arc::new(RunMetrics::new(label));
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(config.max_queue.max(1));
+        let (tx, rx) = crossbeam_channel::bounded::<Work>(config.max_queue.max(1));
         let batching = if config.max_batch_size > 1 && signature.batchable() {
             config.max_batch_size
         } else {
@@ -110,18 +125,24 @@ impl VersionRuntime {
         let workers_down = Arc::new(AtomicUsize::new(0));
         let arrivals = Arrivals::default();
         let alive = Arc::new(());
+        let runner = Arc::new(Runner::new(
+            stats.clone(),
+            metrics,
+            signature.outputs.len(),
+            workers_down.clone(),
+        ));
+        let mut slots = Vec::new();
         for (i, backend) in backends.into_iter().enumerate() {
+            let slot = Slot::shared(backend);
+            slots.push(slot.clone());
             let worker = batcher::Worker {
                 rx: rx.clone(),
-                backend,
+                slot,
+                runner: runner.clone(),
                 max_batch: batching,
                 max_delay: Duration::from_micros(config.max_queue_delay_us),
                 arrivals: arrivals.clone(),
-                stats: stats.clone(),
-                metrics: metrics.clone(),
-                output_count: signature.outputs.len(),
-                down: workers_down.clone(),
-                broken: None,
+                held: Default::default(),
             };
             let supervisor = Supervisor {
                 name: format!("ort-{label}-{i}"),
@@ -135,12 +156,13 @@ impl VersionRuntime {
         }
         Ok(VersionRuntime {
             signature,
-            metrics,
             queue: tx,
             config,
             stats,
             window: Window::default(),
             workers_down,
+            slots,
+            runner,
             arrivals,
             _alive: alive,
         })
@@ -191,11 +213,13 @@ impl VersionRuntime {
 
     /// Runs one inference on inputs already checked against the signature
     /// (ordered as its inputs), within `budget` (the version's own deadline
-    /// when `None`).
+    /// when `None`). `server_idle` says the process serves no other
+    /// request now: then a fast version may run it on this thread.
     pub async fn infer(
         &self,
         inputs: Vec<Tensor>,
         budget: Option<Budget>,
+        server_idle: bool,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         let budget = budget.unwrap_or_else(|| self.own_budget());
         let now = Instant::now();
@@ -208,14 +232,21 @@ impl VersionRuntime {
             budget,
             reply,
         };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.stats.record_failure(Duration::ZERO);
-                self.metrics.shed.increment(1);
-                return Err(RuntimeError::QueueFull(self.queue.len()));
+        let job = if server_idle {
+            self.run_inline(job)
+        } else {
+            Some(job)
+        };
+        if let Some(job) = job {
+            match self.queue.try_send(Work::Job(job)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.stats.record_failure(Duration::ZERO);
+                    self.runner.metrics.shed.increment(1);
+                    return Err(RuntimeError::QueueFull(self.queue.len()));
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(RuntimeError::Closed),
             }
-            Err(TrySendError::Disconnected(_)) => return Err(RuntimeError::Closed),
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
@@ -241,8 +272,38 @@ impl VersionRuntime {
             budget,
             reply,
         };
-        self.queue.send(job).map_err(|_| RuntimeError::Closed)?;
+        self.queue
+            .send(Work::Job(job))
+            .map_err(|_| RuntimeError::Closed)?;
         rx.blocking_recv().unwrap_or_else(|_| Err(worker_lost()))
+    }
+
+    /// Runs `job` here when the version is fast and has no other request
+    /// queued, running or on its way (the job is answered then); gives it
+    /// back otherwise. Under load requests go to the workers, which batch
+    /// them and run them beside the threads serving HTTP.
+    fn run_inline(&self, job: Job) -> Option<Job> {
+        let limit = Duration::from_micros(self.config.inline_below_us);
+        let fast = batcher::rows(&job)
+            .and_then(|rows| self.runner.estimate(rows))
+            .is_some_and(|run| run < limit);
+        if !fast || !self.queue.is_empty() || self.arrivals.pending() > 0 {
+            return Some(job);
+        }
+        for slot in &self.slots {
+            let Some(mut slot) = slot.try_lock() else { continue };
+            if slot.broken.is_some() {
+                continue;
+            }
+            self.runner.execute(&mut slot, vec![job]);
+            if slot.broken.is_some() {
+                // the worker owning this backend replaces it; the version
+                // reports unhealthy until then
+                let _ = self.queue.try_send(Work::Repair);
+            }
+            return None;
+        }
+        Some(job)
     }
 }
 
@@ -273,7 +334,7 @@ impl Supervisor {
                 }
             };
             tracing::error!(worker = %self.name, panic = %panic, "worker panicked; replacing its backend");
-            worker.metrics.restarts.increment(1);
+            worker.runner.metrics.restarts.increment(1);
             let replaced = match &self.reopen {
                 Some(reopen) => self.reopen_into(reopen, &mut worker),
                 None => true, // keeps its backend
@@ -296,7 +357,10 @@ impl Supervisor {
             }
             match reopen() {
                 Ok(backend) => {
-                    worker.backend = backend;
+                    *worker.slot.lock() = Slot {
+                        backend,
+                        broken: None,
+                    };
                     return true;
                 }
                 Err(e) => {
@@ -474,6 +538,85 @@ mod tests {
         second.join().unwrap();
         assert_eq!(runs.lock()[3..], [2], "the two requests share one run");
         assert_eq!(rt.arrivals.pending(), 0);
+    }
+
+    /// Echoes its input, recording the thread of every run.
+    struct Where(Arc<parking_lot::Mutex<Vec<std::thread::ThreadId>>>);
+
+    impl Backend for Where {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            self.0.lock().push(std::thread::current().id());
+            Ok(inputs)
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_fast_version_runs_a_lone_request_on_the_callers_thread() {
+        let here = std::thread::current().id();
+        for (inline_below_us, server_idle, inline) in
+            [(200_000, true, true), (200_000, false, false), (0, true, false)]
+        {
+            let threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let config = ExecutionConfig {
+                inline_below_us,
+                ..ExecutionConfig::default()
+            };
+            let rt =
+                VersionRuntime::start("m-1", signature(), config, vec![Box::new(Where(threads.clone()))])
+                    .unwrap();
+            // before any run the version's speed is unknown: never inline
+            block_on(rt.infer(input(1.0), None, server_idle)).unwrap();
+            let out = block_on(rt.infer(input(2.0), None, server_idle)).unwrap();
+            assert_eq!(out, input(2.0));
+            let threads = threads.lock();
+            assert_ne!(threads[0], here, "the first run is a worker's");
+            assert_eq!(
+                threads[1] == here,
+                inline,
+                "inline_below_us {inline_below_us}, server idle {server_idle}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_backend_that_panics_inline_is_replaced_by_its_worker() {
+        let opens = Arc::new(AtomicUsize::new(0));
+        let counter = opens.clone();
+        let reopen: Reopen = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Fragile) as Box<dyn Backend>)
+        });
+        let config = ExecutionConfig {
+            inline_below_us: 200_000,
+            ..ExecutionConfig::default()
+        };
+        let rt = VersionRuntime::start_with_reopen(
+            "m-1",
+            signature(),
+            config,
+            vec![Box::new(Fragile)],
+            Some(reopen),
+        )
+        .unwrap();
+        rt.infer_blocking(input(1.0)).unwrap();
+        let err = block_on(rt.infer(input(-1.0), None, true)).unwrap_err();
+        assert!(matches!(err, RuntimeError::Inference(_)), "{err:?}");
+        wait_healthy(&rt);
+        assert_eq!(
+            opens.load(Ordering::SeqCst),
+            1,
+            "the worker opened a fresh backend"
+        );
+        assert_eq!(block_on(rt.infer(input(3.0), None, true)).unwrap(), input(3.0));
+        assert_eq!(rt.infer_blocking(input(4.0)).unwrap(), input(4.0));
     }
 
     #[test]

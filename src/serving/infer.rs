@@ -114,7 +114,9 @@ pub fn admit(
     peer: IpAddr,
 ) -> Result<Target, ServeError> {
     check_rate(state, model, caller.user, peer)?;
-    route(state, model, selector, caller)
+    let mut target = route(state, model, selector, caller)?;
+    target.server_idle = state.admitted_alone();
+    Ok(target)
 }
 
 /// Runs inputs (already checked against the signature) on the target
@@ -130,7 +132,7 @@ pub async fn run(
     let budget = Budget::lowered(target.runtime.own_budget().after, options.client_timeout);
     let finite_inputs = inputs.iter().all(|t| all_finite(&t.data));
     target.arrival.arrived();
-    let outputs = target.runtime.infer(inputs, Some(budget)).await.map_err(|error| {
+    let outputs = target.runtime.infer(inputs, Some(budget), target.server_idle).await.map_err(|error| {
         if let crate::runtime::RuntimeError::Inference(detail) = &error {
             tracing::warn!(model = %target.model.name, version = target.version, error = %detail, "inference failed");
         }

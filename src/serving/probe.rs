@@ -26,7 +26,7 @@ pub async fn probe_breakers(state: &AppState) {
             continue;
         };
         let inputs = crate::repository::warmup_inputs(runtime.signature(), m.samples.as_deref());
-        let verdict = match runtime.infer(inputs, None).await {
+        let verdict = match runtime.infer(inputs, None, false).await {
             Ok(_) => Some(true),
             Err(RuntimeError::QueueFull(_) | RuntimeError::Closed) => None,
             Err(e) => {

@@ -6,7 +6,7 @@
 //! from plain [`Settings`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +106,9 @@ pub struct AppState {
     pub history: History,
     /// Permits for data-plane requests in flight (load shedding).
     in_flight: Arc<Semaphore>,
+    /// Requests in flight as admissions found them, averaged over about
+    /// the last eight (1/256ths).
+    recent_in_flight: AtomicU32,
     /// Bytes of request bodies held at once.
     pub body_budget: BodyBudget,
     restored: AtomicBool,
@@ -184,6 +187,7 @@ impl AppState {
             guard,
             history: History::default(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            recent_in_flight: AtomicU32::new(0),
             body_budget: BodyBudget::new(settings.bodies.budget),
             restored: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -314,5 +318,54 @@ impl AppState {
     /// Data-plane requests being served now.
     pub fn in_flight(&self) -> usize {
         self.settings.max_in_flight.max(1) - self.in_flight.available_permits()
+    }
+
+    /// Counts in an admitted request; true when it is served alone and
+    /// the ones before it were too (one client at a time: no batch would
+    /// form, so it may run on the thread that received it).
+    pub fn admitted_alone(&self) -> bool {
+        let before = self.recent_in_flight.load(Ordering::Relaxed);
+        let (average, alone) = admission(before, self.in_flight());
+        // lost updates between racing admissions only blur the average
+        self.recent_in_flight.store(average, Ordering::Relaxed);
+        alone
+    }
+}
+
+/// The average of in-flight requests (1/256ths) after an admission that
+/// found `in_flight`, and whether that request and the recent ones were
+/// alone (the average below 1.25).
+fn admission(average: u32, in_flight: usize) -> (u32, bool) {
+    let now = (in_flight.min(1 << 16) as u32) << 8;
+    let average = average - average / 8 + now / 8;
+    (average, in_flight <= 1 && average < (1 << 8) + (1 << 8) / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admission;
+
+    #[test]
+    fn requests_count_as_alone_only_after_a_run_of_lone_ones() {
+        let mut average = 0;
+        let mut alone = false;
+        for _ in 0..32 {
+            (average, alone) = admission(average, 1);
+        }
+        assert!(alone, "one client at a time");
+        (average, alone) = admission(average, 2);
+        assert!(!alone, "another request is in flight");
+        // a single lone request after concurrent ones is not enough
+        for _ in 0..8 {
+            (average, _) = admission(average, 3);
+        }
+        (average, alone) = admission(average, 1);
+        assert!(!alone, "the recent ones were not alone");
+        let mut lone = 1;
+        while !alone {
+            (average, alone) = admission(average, 1);
+            lone += 1;
+        }
+        assert!((4..=24).contains(&lone), "alone again after {lone} lone requests");
     }
 }

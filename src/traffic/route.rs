@@ -52,6 +52,9 @@ pub struct Target {
     /// The request on its way to the version's queue (see
     /// [`VersionRuntime::arrival`]).
     pub arrival: Arrival,
+    /// Nothing else is being served: a fast version may run this request
+    /// on the thread that received it (set by the serving layer).
+    pub server_idle: bool,
 }
 
 /// Why no version could be chosen.
@@ -220,6 +223,7 @@ pub fn route_with(
         runtime,
         route,
         shadow,
+        server_idle: false,
     })
 }
 

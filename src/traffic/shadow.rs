@@ -114,7 +114,7 @@ impl ShadowHub {
                 };
                 let weak = weak.clone();
                 tokio::spawn(async move {
-                    let result = job.runtime.infer(job.inputs.clone(), None).await;
+                    let result = job.runtime.infer(job.inputs.clone(), None, false).await;
                     drop(permit);
                     if let Some(hub) = weak.upgrade() {
                         hub.record(job, result.map_err(|e| e.to_string()));
