@@ -421,19 +421,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_panicking_worker_fails_its_job_and_gets_a_fresh_backend() {
+    /// A runtime over one [`Fragile`] backend whose reopen function counts
+    /// its calls (and fails the first when `first_reopen_fails`).
+    fn fragile(config: ExecutionConfig, first_reopen_fails: bool) -> (VersionRuntime, Arc<AtomicUsize>) {
         let opens = Arc::new(AtomicUsize::new(0));
-        // the first reopen fails: the version stays unhealthy until one works
         let counter = opens.clone();
         let reopen: Reopen = Arc::new(move || {
-            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 && first_reopen_fails {
                 Err("not yet".into())
             } else {
                 Ok(Box::new(Fragile) as Box<dyn Backend>)
             }
         });
-        let config = ExecutionConfig::default();
         let rt = VersionRuntime::start_with_reopen(
             "m-1",
             signature(),
@@ -442,6 +441,13 @@ mod tests {
             Some(reopen),
         )
         .unwrap();
+        (rt, opens)
+    }
+
+    #[test]
+    fn a_panicking_worker_fails_its_job_and_gets_a_fresh_backend() {
+        // the first reopen fails: the version stays unhealthy until one works
+        let (rt, opens) = fragile(ExecutionConfig::default(), true);
         assert!(rt.is_healthy());
         let err = rt.infer_blocking(input(-1.0)).unwrap_err();
         assert!(matches!(err, RuntimeError::Inference(_)), "{err:?}");
@@ -588,24 +594,11 @@ mod tests {
 
     #[test]
     fn a_backend_that_panics_inline_is_replaced_by_its_worker() {
-        let opens = Arc::new(AtomicUsize::new(0));
-        let counter = opens.clone();
-        let reopen: Reopen = Arc::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(Fragile) as Box<dyn Backend>)
-        });
         let config = ExecutionConfig {
             inline_below_us: 200_000,
             ..ExecutionConfig::default()
         };
-        let rt = VersionRuntime::start_with_reopen(
-            "m-1",
-            signature(),
-            config,
-            vec![Box::new(Fragile)],
-            Some(reopen),
-        )
-        .unwrap();
+        let (rt, opens) = fragile(config, false);
         rt.infer_blocking(input(1.0)).unwrap();
         let err = block_on(rt.infer(input(-1.0), None, true)).unwrap_err();
         assert!(matches!(err, RuntimeError::Inference(_)), "{err:?}");
