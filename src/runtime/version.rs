@@ -564,6 +564,19 @@ mod tests {
             .block_on(f)
     }
 
+    /// Waits for the workers to let go of their backends: a worker answers
+    /// before it does, and a request in between finds no free backend.
+    fn wait_backends_free(rt: &VersionRuntime) {
+        let since = Instant::now();
+        while rt.slots.iter().any(|slot| slot.is_locked()) {
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "a worker keeps its backend"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_fast_version_runs_a_lone_request_on_the_callers_thread() {
         let here = std::thread::current().id();
@@ -580,6 +593,7 @@ mod tests {
                     .unwrap();
             // before any run the version's speed is unknown: never inline
             block_on(rt.infer(input(1.0), None, server_idle)).unwrap();
+            wait_backends_free(&rt);
             let out = block_on(rt.infer(input(2.0), None, server_idle)).unwrap();
             assert_eq!(out, input(2.0));
             let threads = threads.lock();
@@ -600,6 +614,7 @@ mod tests {
         };
         let (rt, opens) = fragile(config, false);
         rt.infer_blocking(input(1.0)).unwrap();
+        wait_backends_free(&rt);
         let err = block_on(rt.infer(input(-1.0), None, true)).unwrap_err();
         assert!(matches!(err, RuntimeError::Inference(_)), "{err:?}");
         wait_healthy(&rt);
