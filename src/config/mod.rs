@@ -125,6 +125,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Threads that serve the data listener, each accepting connections and
+    /// answering their requests on its own event loop (0 = one per core the
+    /// process may use, after its CPU quota).
+    #[arg(long, env = "SWITCHYARD_HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: usize,
+
     /// Bytes of request bodies held at once over all requests; beyond: 503
     /// with Retry-After (default: an eighth of the container's memory
     /// limit, else of the machine's memory).
@@ -380,6 +386,16 @@ impl Config {
                     open_for: Duration::from_secs(self.breaker_open_secs.max(1)),
                 },
             },
+        }
+    }
+
+    /// Threads for the data listener: as set, else one per core the process
+    /// may use (the standard library reads the CPU affinity and the cgroup's
+    /// CPU quota).
+    pub fn http_threads(&self) -> usize {
+        match self.http_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
         }
     }
 

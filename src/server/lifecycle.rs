@@ -116,8 +116,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let stopping = state.shutdown_token().clone();
     let mut listeners = vec![
-        tokio::spawn(listener::serve(
+        tokio::spawn(listener::serve_on_threads(
             listener,
+            config.http_threads(),
             crate::api::app(state.clone()),
             bounds("data"),
             stopping.clone(),
@@ -132,7 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         )),
     ];
     if let Some(grpc_listener) = grpc_listener {
-        let drained = drain_timer(&state, drain);
+        let drained = listener::after_drain(state.shutdown_token().clone(), drain);
         let app = crate::grpc::app(state.clone(), drained, tasks_stop.clone()).await?;
         listeners.push(tokio::spawn(listener::serve(
             grpc_listener,
@@ -150,20 +151,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tasks_stop,
         listeners,
     })
-}
-
-/// A token cancelled when the drain is over: `drain` after shutdown began.
-fn drain_timer(state: &AppState, drain: Duration) -> CancellationToken {
-    let drained = CancellationToken::new();
-    let stopping = state.shutdown_token().clone();
-    let done = drained.clone();
-    tokio::spawn(async move {
-        // readiness is 503 from the moment the shutdown token is cancelled
-        stopping.cancelled().await;
-        tokio::time::sleep(drain).await;
-        done.cancel();
-    });
-    drained
 }
 
 /// The initial load (then rollout restore and ticks), repository polling,

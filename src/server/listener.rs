@@ -12,6 +12,12 @@
 //!   the new one gets a 503 and is closed. Slow clients therefore cannot
 //!   keep good ones out, however many they open.
 //!
+//! The data listener serves its connections on threads of its own
+//! ([`serve_on_threads`]), one single-threaded runtime each: a request is
+//! read, handled and answered on one thread, and a lone client's request
+//! wakes no other thread. Each new connection goes to the thread with the
+//! fewest open connections and stays there.
+//!
 //! Request bodies are bounded by the HTTP middleware (deadline, minimum
 //! rate, body budget), which also reports when a request is past its body.
 //! On shutdown the listener stops accepting after the drain period, asks
@@ -20,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,8 +127,127 @@ impl Registry {
     }
 }
 
+/// What every accepting loop of one listener shares: the registry, the
+/// HTTP settings, and the connections to wait for on shutdown.
+struct Shared {
+    app: axum::Router,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    registry: Arc<Registry>,
+    epoch: Instant,
+    /// Cancelled when accepting is over: connections finish gracefully.
+    finish: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Shared {
+    fn new(app: axum::Router, settings: ListenerSettings) -> Self {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // the timeouts are the sweeper's; hyper's own header timer would also
+        // cut idle keep-alive connections at the header timeout
+        // one `write` per answer instead of a `writev` of head and body: the
+        // small answers that dominate are copied once into one buffer, and the
+        // kernel's loopback path costs less per syscall (+7 % median on an
+        // empty GET at c=64, BENCHMARKS.md §5; no change for inference)
+        builder
+            .http1()
+            .header_read_timeout(None)
+            .max_headers(100)
+            .writev(false);
+        Self {
+            app,
+            builder: Arc::new(builder),
+            registry: Arc::new(Registry {
+                conns: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(0),
+                settings,
+            }),
+            epoch: Instant::now(),
+            finish: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Accepts connections on `listener` until `stop` is cancelled. Each is
+    /// served on the runtime this runs on when there are no `lanes`, else
+    /// handed to the lane with the fewest open connections.
+    async fn accept(&self, listener: TcpListener, stop: CancellationToken, lanes: &[Lane]) {
+        let settings = self.registry.settings;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // out of file descriptors and the like: wait, then go on
+                        tracing::warn!(listener = settings.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // small JSON answers must not wait for Nagle's algorithm
+            let _ = tcp.set_nodelay(true);
+            let activity = ConnActivity::new(self.epoch);
+            let Some((id, conn)) = self.registry.admit(activity.clone()) else {
+                self.connections.spawn(refuse(tcp, settings));
+                continue;
+            };
+            let task = Connection {
+                app: self.app.clone(),
+                builder: self.builder.clone(),
+                registry: self.registry.clone(),
+                finish: self.finish.clone(),
+                id,
+                conn,
+                activity,
+                peer,
+            };
+            match lanes.iter().min_by_key(|lane| lane.open.load(Ordering::Relaxed)) {
+                None => {
+                    self.connections.spawn(task.serve(tcp));
+                }
+                Some(lane) => {
+                    let handed = tcp
+                        .into_std()
+                        .map_err(|e| (e.to_string(), task.id))
+                        .and_then(|tcp| {
+                            lane.open.fetch_add(1, Ordering::Relaxed);
+                            lane.to
+                                .send((tcp, task))
+                                .map_err(|back| ("its thread has ended".to_string(), back.0 .1.id))
+                        });
+                    if let Err((why, id)) = handed {
+                        tracing::warn!(listener = settings.name, error = %why, "a connection could not be handed to a thread");
+                        self.registry.remove(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A thread serving some of a listener's connections, and how many it has
+/// open.
+struct Lane {
+    to: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Connection)>,
+    open: Arc<AtomicUsize>,
+}
+
+/// A token cancelled once `stopping` is and `drain` has passed after it.
+pub fn after_drain(stopping: CancellationToken, drain: Duration) -> CancellationToken {
+    let over = CancellationToken::new();
+    let done = over.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        tokio::time::sleep(drain).await;
+        done.cancel();
+    });
+    over
+}
+
 /// Serves `app` on `listener` until `stopping` is cancelled and `drain` has
 /// passed; then stops accepting, lets the connections finish and returns.
+/// Connections run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -130,71 +255,96 @@ pub async fn serve(
     stopping: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let registry = Arc::new(Registry {
-        conns: Mutex::new(HashMap::new()),
-        next: AtomicU64::new(0),
-        settings,
-    });
-    let epoch = Instant::now();
-    let finish = CancellationToken::new();
-    let connections = TaskTracker::new();
-    let sweeper = tokio::spawn(sweep(registry.clone(), finish.clone()));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // the timeouts are the sweeper's; hyper's own header timer would also
-    // cut idle keep-alive connections at the header timeout
-    // one `write` per answer instead of a `writev` of head and body: the
-    // small answers that dominate are copied once into one buffer, and the
-    // kernel's loopback path costs less per syscall (+7 % median on an
-    // empty GET at c=64, BENCHMARKS.md §5; no change for inference)
-    builder
-        .http1()
-        .header_read_timeout(None)
-        .max_headers(100)
-        .writev(false);
-    let builder = Arc::new(builder);
-    let stop_accepting = async {
-        stopping.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
-    tokio::pin!(stop_accepting);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut stop_accepting => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // out of file descriptors and the like: wait, then go on
-                    tracing::warn!(listener = settings.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // small JSON answers must not wait for Nagle's algorithm
-        let _ = tcp.set_nodelay(true);
-        let activity = ConnActivity::new(epoch);
-        let Some((id, conn)) = registry.admit(activity.clone()) else {
-            connections.spawn(refuse(tcp, settings));
-            continue;
-        };
-        let task = Connection {
-            app: app.clone(),
-            builder: builder.clone(),
-            registry: registry.clone(),
-            finish: finish.clone(),
-            id,
-            conn,
-            activity,
-            peer,
-        };
-        connections.spawn(task.serve(tcp));
-    }
-    drop(listener);
-    finish.cancel();
-    connections.close();
-    connections.wait().await;
+    let shared = Shared::new(app, settings);
+    let sweeper = tokio::spawn(sweep(shared.registry.clone(), shared.finish.clone()));
+    shared.accept(listener, after_drain(stopping, drain), &[]).await;
+    shared.finish.cancel();
+    shared.connections.close();
+    shared.connections.wait().await;
     sweeper.abort();
     Ok(())
+}
+
+/// Like [`serve`], but the connections are served on `threads` threads of
+/// their own, each with a single-threaded runtime: a request is read,
+/// handled and answered on one thread, with no hand-off between threads.
+/// The accepting task hands each new connection to the thread with the
+/// fewest open connections; the connection cap, timeouts and drain are the
+/// listener's, over all its threads.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    threads: usize,
+    app: axum::Router,
+    settings: ListenerSettings,
+    stopping: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared::new(app, settings));
+    let sweeper = tokio::spawn(sweep(shared.registry.clone(), shared.finish.clone()));
+    let mut lanes = Vec::with_capacity(threads);
+    let mut ended = Vec::with_capacity(threads);
+    for i in 0..threads.max(1) {
+        let (to, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done, end) = tokio::sync::oneshot::channel();
+        let (shared, lane_open) = (shared.clone(), open.clone());
+        std::thread::Builder::new()
+            .name(format!("{}-http-{i}", settings.name))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(run_lane(&shared, arrivals, lane_open)));
+                let _ = done.send(served);
+            })?;
+        lanes.push(Lane { to, open });
+        ended.push(end);
+    }
+    shared
+        .accept(listener, after_drain(stopping, drain), &lanes)
+        .await;
+    drop(lanes);
+    shared.finish.cancel();
+    shared.connections.close();
+    let mut result = Ok(());
+    for end in ended {
+        let served = end
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("an HTTP thread panicked")));
+        if result.is_ok() {
+            result = served;
+        }
+    }
+    sweeper.abort();
+    result
+}
+
+/// One lane's thread: serves the connections handed to it until the
+/// accepting task is done, then drives them to their end.
+async fn run_lane(
+    shared: &Shared,
+    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, Connection)>,
+    open: Arc<AtomicUsize>,
+) {
+    while let Some((tcp, task)) = arrivals.recv().await {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => {
+                let open = open.clone();
+                shared.connections.spawn(async move {
+                    task.serve(tcp).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a connection could not be registered");
+                shared.registry.remove(task.id);
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    // all lanes share the tracker: this runtime keeps driving its own
+    // connections while the others finish theirs
+    shared.connections.wait().await;
 }
 
 /// Closes connections past their timeouts, a few times per timeout.
@@ -284,5 +434,92 @@ impl Connection {
             }
         }
         self.registry.remove(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Asks for the name of the thread that answers, on a keep-alive
+    /// connection.
+    fn answered_by(tcp: &mut std::net::TcpStream) -> String {
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            answer.push(byte[0]);
+        }
+        let head = String::from_utf8(answer).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0; length];
+        tcp.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_threaded_listener_spreads_connections_over_its_threads_and_stops_after_the_drain() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            get(|| async { std::thread::current().name().unwrap_or("?").to_string() }),
+        );
+        let settings = ListenerSettings {
+            name: "test",
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        };
+        let stopping = CancellationToken::new();
+        let served = tokio::spawn(serve_on_threads(
+            listener,
+            2,
+            app,
+            settings,
+            stopping.clone(),
+            Duration::from_millis(50),
+        ));
+        // four connections open at once: each goes to the thread with the
+        // fewest, and every request on a connection is answered there
+        let names = tokio::task::spawn_blocking(move || {
+            let mut conns: Vec<_> = (0..4)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let first: Vec<String> = conns.iter_mut().map(answered_by).collect();
+            let again: Vec<String> = conns.iter_mut().map(answered_by).collect();
+            assert_eq!(first, again, "a connection stays on its thread");
+            first
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            names,
+            ["test-http-0", "test-http-1", "test-http-0", "test-http-1"]
+        );
+        // an idle keep-alive connection does not hold the stop up
+        let idle = std::net::TcpStream::connect(addr).unwrap();
+        stopping.cancel();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the listener stops after the drain")
+            .unwrap()
+            .unwrap();
+        drop(idle);
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "nothing accepts any more"
+        );
     }
 }
