@@ -233,6 +233,16 @@ struct Lane {
     open: Arc<AtomicUsize>,
 }
 
+/// One of a lane's open connections: counted until dropped, also when its
+/// task panics.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A token cancelled once `stopping` is and `drain` has passed after it.
 pub fn after_drain(stopping: CancellationToken, drain: Duration) -> CancellationToken {
     let over = CancellationToken::new();
@@ -329,10 +339,10 @@ async fn run_lane(
     while let Some((tcp, task)) = arrivals.recv().await {
         match TcpStream::from_std(tcp) {
             Ok(tcp) => {
-                let open = open.clone();
+                let counted = Counted(open.clone());
                 shared.connections.spawn(async move {
                     task.serve(tcp).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
+                    drop(counted);
                 });
             }
             Err(e) => {
