@@ -125,9 +125,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
-    /// Threads that serve the data listener, each accepting connections and
-    /// answering their requests on its own event loop (0 = one per core the
-    /// process may use, after its CPU quota).
+    /// Threads that serve the data listener's connections, each reading and
+    /// answering its connections' requests on its own event loop; a new
+    /// connection goes to the thread with the fewest (0 = one thread per
+    /// core the process may use, after its CPU quota).
     #[arg(long, env = "SWITCHYARD_HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
 
