@@ -207,16 +207,8 @@ impl Shared {
                     self.connections.spawn(task.serve(tcp));
                 }
                 Some(lane) => {
-                    let handed = tcp
-                        .into_std()
-                        .map_err(|e| (e.to_string(), task.id))
-                        .and_then(|tcp| {
-                            lane.open.fetch_add(1, Ordering::Relaxed);
-                            lane.to
-                                .send((tcp, task))
-                                .map_err(|back| ("its thread has ended".to_string(), back.0 .1.id))
-                        });
-                    if let Err((why, id)) = handed {
+                    let id = task.id;
+                    if let Err(why) = lane.hand(tcp, task) {
                         tracing::warn!(listener = settings.name, error = %why, "a connection could not be handed to a thread");
                         self.registry.remove(id);
                     }
@@ -226,15 +218,30 @@ impl Shared {
     }
 }
 
+/// A connection on its way to a lane's thread, counted in that lane.
+type Handed = (std::net::TcpStream, Connection, Counted);
+
 /// A thread serving some of a listener's connections, and how many it has
 /// open.
 struct Lane {
-    to: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Connection)>,
+    to: tokio::sync::mpsc::UnboundedSender<Handed>,
     open: Arc<AtomicUsize>,
 }
 
-/// One of a lane's open connections: counted until dropped, also when its
-/// task panics.
+impl Lane {
+    /// Hands `task` to this lane's thread, counted there until it ends.
+    fn hand(&self, tcp: TcpStream, task: Connection) -> Result<(), String> {
+        let tcp = tcp.into_std().map_err(|e| e.to_string())?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(self.open.clone());
+        self.to
+            .send((tcp, task, counted))
+            .map_err(|_| "its thread has ended".to_string())
+    }
+}
+
+/// One of a lane's open connections: counted until dropped (also when its
+/// task panics, or when it never reaches the lane).
 struct Counted(Arc<AtomicUsize>);
 
 impl Drop for Counted {
@@ -295,19 +302,21 @@ pub async fn serve_on_threads(
     let mut ended = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let (to, arrivals) = tokio::sync::mpsc::unbounded_channel();
-        let open = Arc::new(AtomicUsize::new(0));
         let (done, end) = tokio::sync::oneshot::channel();
-        let (shared, lane_open) = (shared.clone(), open.clone());
+        let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("{}-http-{i}", settings.name))
             .spawn(move || {
                 let served = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map(|rt| rt.block_on(run_lane(&shared, arrivals, lane_open)));
+                    .map(|rt| rt.block_on(run_lane(&shared, arrivals)));
                 let _ = done.send(served);
             })?;
-        lanes.push(Lane { to, open });
+        lanes.push(Lane {
+            to,
+            open: Arc::new(AtomicUsize::new(0)),
+        });
         ended.push(end);
     }
     shared
@@ -331,15 +340,10 @@ pub async fn serve_on_threads(
 
 /// One lane's thread: serves the connections handed to it until the
 /// accepting task is done, then drives them to their end.
-async fn run_lane(
-    shared: &Shared,
-    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, Connection)>,
-    open: Arc<AtomicUsize>,
-) {
-    while let Some((tcp, task)) = arrivals.recv().await {
+async fn run_lane(shared: &Shared, mut arrivals: tokio::sync::mpsc::UnboundedReceiver<Handed>) {
+    while let Some((tcp, task, counted)) = arrivals.recv().await {
         match TcpStream::from_std(tcp) {
             Ok(tcp) => {
-                let counted = Counted(open.clone());
                 shared.connections.spawn(async move {
                     task.serve(tcp).await;
                     drop(counted);
@@ -348,7 +352,6 @@ async fn run_lane(
             Err(e) => {
                 tracing::warn!(error = %e, "a connection could not be registered");
                 shared.registry.remove(task.id);
-                open.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
