@@ -342,6 +342,29 @@ pub(super) fn rows(job: &Job) -> Option<usize> {
         .then_some(first as usize)
 }
 
+/// The next run from `jobs`: the first job, and the later ones that fit
+/// beside it (same non-batch dims, at most `max_batch` rows; alone when
+/// `max_batch` is 0 or the job has no batch dimension). The others stay,
+/// in order.
+pub(super) fn take_batch(jobs: &mut VecDeque<Job>, max_batch: usize) -> Option<Vec<Job>> {
+    let first = jobs.pop_front()?;
+    let Some(mut total) = rows(&first).filter(|_| max_batch > 0) else {
+        return Some(vec![first]);
+    };
+    let mut batch = vec![first];
+    let mut i = 0;
+    while i < jobs.len() && total < max_batch {
+        match rows(&jobs[i]) {
+            Some(n) if total + n <= max_batch && same_row_shape(&batch[0], &jobs[i]) => {
+                total += n;
+                batch.extend(jobs.remove(i));
+            }
+            _ => i += 1,
+        }
+    }
+    Some(batch)
+}
+
 /// Two jobs may share a batch when every input has the same non-batch dims.
 fn same_row_shape(a: &Job, b: &Job) -> bool {
     a.inputs.len() == b.inputs.len()

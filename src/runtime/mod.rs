@@ -4,9 +4,10 @@
 //! its own [`Backend`] (an ONNX Runtime session in production, [`onnx`]).
 //! When the model's first dimension is dynamic, a worker concatenates the
 //! rows of queued jobs with the same non-batch shapes into one run and
-//! splits the outputs back ([`batcher`](self)). A fast version's lone
-//! request may run on the caller's thread with a worker's backend instead
-//! (`inline_below_us`). A worker whose backend
+//! splits the outputs back ([`batcher`](self)). A fast version
+//! (`inline_below_us`) runs on the caller's thread with a worker's backend
+//! instead: a lone request at once, concurrent ones in batches of what the
+//! thread's event loop received in one turn ([`turn`](self)). A worker whose backend
 //! panics is kept alive and given a fresh backend ([`Reopen`]); its version
 //! reports unhealthy until then. Per-version counters feed the
 //! statistics extension ([`stats`]) and rollout analysis ([`window`]).
@@ -17,6 +18,7 @@ mod job;
 pub mod onnx;
 mod signature;
 pub mod stats;
+mod turn;
 mod version;
 pub mod window;
 

@@ -5,17 +5,20 @@
 //! request's deadline.
 //!
 //! A *fast* version (a one-request run under `inline_below_us`) is run on
-//! the caller's thread instead when nothing is queued and a backend is
-//! free: for a model that runs in tens of microseconds, handing the request
-//! to a worker thread and the answer back (two thread wake-ups) costs more
-//! than the run. Under load the queue is not empty, so requests go to the
-//! workers and batch as before.
+//! the caller's thread instead, with a free backend: for a model that runs
+//! in tens of microseconds, handing the request to a worker thread and the
+//! answer back (two thread wake-ups) costs more than the run. A request
+//! served alone runs at once; concurrent ones run in batches of what the
+//! thread's event loop received in one turn (see `turn`). Only when every
+//! backend is busy do they go to the workers, which batch them as they do
+//! a slow version's.
 //!
 //! A worker thread is *supervised*: when its backend panics, the jobs of
 //! that run fail (500), the thread stays, gets a fresh backend from the
 //! version's [`Reopen`] function, and the version reports unhealthy (not
 //! ready) until every worker has one again.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -30,6 +33,7 @@ use super::batcher::{self, Runner, Slot, Work};
 use super::job::{Backend, Budget, Job, RunMetrics, RuntimeError};
 use super::signature::Signature;
 use super::stats::VersionStats;
+use super::turn::{Leader, TurnBatches};
 use super::window::Window;
 use crate::tensor::Tensor;
 
@@ -51,8 +55,8 @@ pub struct ExecutionConfig {
     /// Per-request deadline; beyond it requests get 504.
     pub timeout_ms: u64,
     /// A request whose run is expected to take less than this runs on the
-    /// thread that received it when nothing is queued and a backend is
-    /// free (no hand-off to a worker thread); 0 turns this off.
+    /// thread that received it, with a free backend (no hand-off to a
+    /// worker thread); 0 turns this off.
     pub inline_below_us: u64,
 }
 
@@ -85,6 +89,11 @@ pub struct VersionRuntime {
     /// The workers' backends, lent to requests that run inline.
     slots: Vec<Arc<Mutex<Slot>>>,
     runner: Arc<Runner>,
+    /// Rows per run (0: no batching), as the workers batch.
+    max_batch: usize,
+    /// The batches of the current turn of each thread running requests
+    /// inline.
+    turns: TurnBatches,
     /// Requests routed here and on their way to the queue.
     arrivals: Arrivals,
     /// Workers hold it weakly: once the runtime is gone, a worker still
@@ -163,6 +172,8 @@ impl VersionRuntime {
             workers_down,
             slots,
             runner,
+            max_batch: batching,
+            turns: TurnBatches::default(),
             arrivals,
             _alive: alive,
         })
@@ -232,21 +243,16 @@ impl VersionRuntime {
             budget,
             reply,
         };
-        let job = if server_idle {
-            self.run_inline(job)
-        } else {
-            Some(job)
+        let job = match (self.is_fast(&job), server_idle) {
+            (false, _) => Some(job),
+            (true, true) => self.run_inline(job),
+            (true, false) => {
+                self.run_in_turn(job).await;
+                None
+            }
         };
         if let Some(job) = job {
-            match self.queue.try_send(Work::Job(job)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.stats.record_failure(Duration::ZERO);
-                    self.runner.metrics.shed.increment(1);
-                    return Err(RuntimeError::QueueFull(self.queue.len()));
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(RuntimeError::Closed),
-            }
+            self.submit(job).map_err(|(_, error)| error)?;
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
@@ -278,32 +284,98 @@ impl VersionRuntime {
         rx.blocking_recv().unwrap_or_else(|_| Err(worker_lost()))
     }
 
-    /// Runs `job` here when the version is fast and has no other request
-    /// queued, running or on its way (the job is answered then); gives it
-    /// back otherwise. Under load requests go to the workers, which batch
-    /// them and run them beside the threads serving HTTP.
-    fn run_inline(&self, job: Job) -> Option<Job> {
+    /// True when a run of `job` alone is expected to take less than
+    /// `inline_below_us` (never before the version's first run).
+    fn is_fast(&self, job: &Job) -> bool {
         let limit = Duration::from_micros(self.config.inline_below_us);
-        let fast = batcher::rows(&job)
+        batcher::rows(job)
             .and_then(|rows| self.runner.estimate(rows))
-            .is_some_and(|run| run < limit);
-        if !fast || !self.queue.is_empty() || self.arrivals.pending() > 0 {
+            .is_some_and(|run| run < limit)
+    }
+
+    /// Puts `job` in the workers' queue; a full or closed queue gives it
+    /// back with the error (a full one is counted as shed).
+    fn submit(&self, job: Job) -> Result<(), (Job, RuntimeError)> {
+        let (work, error) = match self.queue.try_send(Work::Job(job)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(work)) => {
+                self.stats.record_failure(Duration::ZERO);
+                self.runner.metrics.shed.increment(1);
+                (work, RuntimeError::QueueFull(self.queue.len()))
+            }
+            Err(TrySendError::Disconnected(work)) => (work, RuntimeError::Closed),
+        };
+        match work {
+            Work::Job(job) => Err((job, error)),
+            Work::Repair => unreachable!("a job was sent"),
+        }
+    }
+
+    /// [`submit`](Self::submit), answering the job with the error itself.
+    fn submit_or_answer(&self, job: Job) {
+        if let Err((job, error)) = self.submit(job) {
+            let _ = job.reply.send(Err(error));
+        }
+    }
+
+    /// Runs `job` here when nothing else for the version is queued or on
+    /// its way and a backend is free (the job is answered then); gives it
+    /// back otherwise.
+    fn run_inline(&self, job: Job) -> Option<Job> {
+        if !self.queue.is_empty() || self.arrivals.pending() > 0 {
             return Some(job);
         }
-        for slot in &self.slots {
-            let Some(mut slot) = slot.try_lock() else { continue };
-            if slot.broken.is_some() {
-                continue;
-            }
-            self.runner.execute(&mut slot, vec![job]);
+        self.run_here(VecDeque::from([job])).pop_front()
+    }
+
+    /// Adds `job` to this thread's batch of the turn; the first request of
+    /// the turn yields to the others, then runs the batch here, or hands
+    /// it to the workers when no backend is free. Every job is answered.
+    async fn run_in_turn(&self, job: Job) {
+        let Some(leader) = self.turns.join(job) else {
+            return;
+        };
+        let leading = Leading { rt: self, leader };
+        tokio::task::yield_now().await;
+        for job in self.run_here(leading.leader.take().into()) {
+            self.submit_or_answer(job);
+        }
+    }
+
+    /// Runs `jobs` in batches on a free backend, on this thread; gives back
+    /// what did not run (no backend free, or it broke on the way).
+    fn run_here(&self, mut jobs: VecDeque<Job>) -> VecDeque<Job> {
+        let free = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.try_lock())
+            .find(|slot| slot.broken.is_none());
+        let Some(mut slot) = free else { return jobs };
+        while let Some(batch) = batcher::take_batch(&mut jobs, self.max_batch) {
+            self.runner.execute(&mut slot, batch);
             if slot.broken.is_some() {
                 // the worker owning this backend replaces it; the version
                 // reports unhealthy until then
                 let _ = self.queue.try_send(Work::Repair);
+                break;
             }
-            return None;
         }
-        Some(job)
+        jobs
+    }
+}
+
+/// A turn's leader; dropped before it ran its batch (its client went
+/// away), it hands the batch to the workers.
+struct Leading<'a> {
+    rt: &'a VersionRuntime,
+    leader: Leader,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        for job in self.leader.take() {
+            self.rt.submit_or_answer(job);
+        }
     }
 }
 
@@ -578,11 +650,15 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_version_runs_a_lone_request_on_the_callers_thread() {
+    fn a_fast_version_runs_a_request_on_the_callers_thread() {
         let here = std::thread::current().id();
-        for (inline_below_us, server_idle, inline) in
-            [(200_000, true, true), (200_000, false, false), (0, true, false)]
-        {
+        // not alone, a request runs here too (in its turn's batch)
+        for (inline_below_us, server_idle, inline) in [
+            (200_000, true, true),
+            (200_000, false, true),
+            (0, true, false),
+            (0, false, false),
+        ] {
             let threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
             let config = ExecutionConfig {
                 inline_below_us,
@@ -604,6 +680,109 @@ mod tests {
                 "inline_below_us {inline_below_us}, server idle {server_idle}"
             );
         }
+    }
+
+    /// The thread and the rows of every run.
+    type RunLog = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, i64)>>>;
+
+    /// Echoes its input, recording the thread and the rows of every run.
+    struct Runs(RunLog);
+
+    impl Backend for Runs {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            self.0
+                .lock()
+                .push((std::thread::current().id(), inputs[0].shape[0]));
+            Ok(inputs)
+        }
+    }
+
+    /// A fast, batching version over one [`Runs`] backend, after its first
+    /// run (by a worker: its speed is known from then on).
+    fn recorded() -> (VersionRuntime, RunLog) {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Fp32,
+            shape: vec![-1, 1],
+        };
+        let signature = Signature {
+            inputs: vec![spec.clone()],
+            outputs: vec![spec],
+        };
+        let config = ExecutionConfig {
+            max_batch_size: 4,
+            inline_below_us: 200_000,
+            ..ExecutionConfig::default()
+        };
+        let runs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let rt = VersionRuntime::start("m-1", signature, config, vec![Box::new(Runs(runs.clone()))]).unwrap();
+        rt.infer_blocking(row(0.0)).unwrap();
+        wait_backends_free(&rt);
+        runs.lock().clear();
+        (rt, runs)
+    }
+
+    #[test]
+    fn concurrent_requests_of_one_turn_run_together_on_the_callers_thread() {
+        let here = std::thread::current().id();
+        let (rt, runs) = recorded();
+        // six requests received in one turn of this thread's event loop: the
+        // first leads, the others join; batches hold at most four rows
+        let answers = block_on(futures::future::join_all(
+            (1..=6).map(|i| rt.infer(row(i as f32), None, false)),
+        ));
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(
+                answer.unwrap(),
+                row(i as f32 + 1.0),
+                "each request gets its own rows back"
+            );
+        }
+        assert_eq!(*runs.lock(), [(here, 4), (here, 2)]);
+        // the next turn starts a new batch
+        block_on(rt.infer(row(7.0), None, false)).unwrap();
+        assert_eq!(runs.lock()[2..], [(here, 1)]);
+    }
+
+    #[test]
+    fn a_turn_whose_backend_is_busy_goes_to_the_workers() {
+        let here = std::thread::current().id();
+        let (rt, runs) = recorded();
+        let busy = rt.slots[0].lock(); // another thread is running it
+        let answers = block_on(async {
+            let pending = futures::future::join_all((1..=3).map(|i| rt.infer(row(i as f32), None, false)));
+            tokio::pin!(pending);
+            // the turn is handed to the worker, which waits for the backend
+            assert!(futures::poll!(&mut pending).is_pending());
+            assert!(futures::poll!(&mut pending).is_pending());
+            drop(busy);
+            pending.await
+        });
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let runs = runs.lock();
+        assert_eq!(runs.iter().map(|r| r.1).sum::<i64>(), 3, "{runs:?}");
+        assert!(runs.iter().all(|r| r.0 != here), "the worker ran them: {runs:?}");
+    }
+
+    #[test]
+    fn a_leader_dropped_before_its_turn_ran_hands_the_batch_to_the_workers() {
+        let here = std::thread::current().id();
+        let (rt, runs) = recorded();
+        let answer = block_on(async {
+            let mut leader = Box::pin(rt.infer(row(1.0), None, false));
+            let mut joined = Box::pin(rt.infer(row(2.0), None, false));
+            assert!(futures::poll!(&mut leader).is_pending(), "the leader yields");
+            assert!(
+                futures::poll!(&mut joined).is_pending(),
+                "the second joins and waits"
+            );
+            drop(leader); // its client went away
+            joined.await
+        });
+        assert_eq!(answer.unwrap(), row(2.0), "the request that joined is answered");
+        let runs = runs.lock();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_ne!(runs[0].0, here, "a worker ran it");
     }
 
     #[test]

@@ -322,7 +322,8 @@ impl AppState {
 
     /// Counts in an admitted request; true when it is served alone and
     /// the ones before it were too (one client at a time: no batch would
-    /// form, so it may run on the thread that received it).
+    /// form, so a fast version runs it at once, without waiting for the
+    /// rest of its thread's turn).
     pub fn admitted_alone(&self) -> bool {
         let before = self.recent_in_flight.load(Ordering::Relaxed);
         let (average, alone) = admission(before, self.in_flight());

@@ -52,8 +52,9 @@ pub struct Target {
     /// The request on its way to the version's queue (see
     /// [`VersionRuntime::arrival`]).
     pub arrival: Arrival,
-    /// Nothing else is being served: a fast version may run this request
-    /// on the thread that received it (set by the serving layer).
+    /// Nothing else is being served: a fast version runs this request at
+    /// once instead of in its thread's turn batch (set by the serving
+    /// layer).
     pub server_idle: bool,
 }
 
