@@ -330,24 +330,42 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_batching_merges_requests_and_splits_answers_back() {
-    let repo = TestRepo::bundled(&["mlp_wide"]);
-    repo.config(
+    // a slow version: its worker threads batch
+    merges_and_splits(
         "mlp_wide",
+        1,
         "[execution]\nmax_batch_size = 64\nmax_queue_delay_us = 2000\n",
-    );
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_version_batches_on_the_http_threads_and_splits_answers_back() {
+    // a fast version (whatever a debug build takes per run): each HTTP
+    // thread runs the requests of one turn together
+    merges_and_splits(
+        "digits",
+        2,
+        "[execution]\ninstances = 2\nmax_batch_size = 64\nmax_queue_delay_us = 0\ninline_below_us = 10000000\n[versions]\npolicy = \"all\"\n",
+    )
+    .await;
+}
+
+/// Concurrent requests of one or two rows to `model` version `version`
+/// (digits-shaped inputs) get the answers they get one at a time, and
+/// runs of several requests were formed.
+async fn merges_and_splits(model: &str, version: u64, config: &str) {
+    let repo = TestRepo::bundled(&[model]);
+    repo.config(model, config);
     let s = Arc::new(TestServer::start(repo.path()).await);
+    let route = format!("/v2/models/{model}/versions/{version}/infer");
     let samples = digits_samples();
 
     // unbatched reference answers, one request at a time
     let rows: Vec<Vec<f64>> = samples.iter().take(48).map(|(r, _)| r.clone()).collect();
     let mut reference = Vec::new();
     for r in &rows {
-        let (st, body) = s
-            .post(
-                "/v2/models/mlp_wide/infer",
-                &digits_request(std::slice::from_ref(r)),
-            )
-            .await;
+        let (st, body) = s.post(&route, &digits_request(std::slice::from_ref(r))).await;
         assert_eq!(st, 200);
         reference.push(body["outputs"].clone());
     }
@@ -356,7 +374,7 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
     let mut tasks = Vec::new();
     for round in 0..4 {
         for i in 0..24 {
-            let s = s.clone();
+            let (s, route) = (s.clone(), route.clone());
             let (a, b) = (rows[2 * i].clone(), rows[2 * i + 1].clone());
             let two = (i + round) % 2 == 0;
             tasks.push(tokio::spawn(async move {
@@ -365,7 +383,7 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
                 } else {
                     digits_request(&[a])
                 };
-                let (st, body) = s.post("/v2/models/mlp_wide/infer", &req).await;
+                let (st, body) = s.post(&route, &req).await;
                 assert_eq!(st, 200, "{body}");
                 (i, two, body)
             }));
@@ -394,7 +412,7 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
         }
     }
     let snapshot = s.server.as_ref().unwrap().state.repo.snapshot();
-    let runtime = snapshot.models["mlp_wide"].versions[&1].runtime.clone().unwrap();
+    let runtime = snapshot.models[model].versions[&version].runtime.clone().unwrap();
     let batches = runtime.stats().batch_stats();
     let largest = *batches.keys().max().unwrap();
     assert!(

@@ -560,6 +560,19 @@ mod tests {
         }
     }
 
+    /// One input and one output `x`, of shape `[-1, 1]` (batchable).
+    fn rows_signature() -> Signature {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Fp32,
+            shape: vec![-1, 1],
+        };
+        Signature {
+            inputs: vec![spec.clone()],
+            outputs: vec![spec],
+        }
+    }
+
     fn row(v: f32) -> Vec<Tensor> {
         vec![Tensor {
             name: "x".into(),
@@ -570,15 +583,6 @@ mod tests {
 
     #[test]
     fn a_worker_waits_to_fill_a_batch_only_for_requests_on_their_way() {
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, 1],
-        };
-        let signature = Signature {
-            inputs: vec![spec.clone()],
-            outputs: vec![spec],
-        };
         let runs = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let config = ExecutionConfig {
             max_batch_size: 8,
@@ -589,7 +593,9 @@ mod tests {
             pause: Duration::from_millis(200),
             runs: runs.clone(),
         };
-        let rt = Arc::new(VersionRuntime::start("m-1", signature, config, vec![Box::new(backend)]).unwrap());
+        let rt = Arc::new(
+            VersionRuntime::start("m-1", rows_signature(), config, vec![Box::new(backend)]).unwrap(),
+        );
         rt.infer_blocking(row(0.0)).unwrap(); // a first run: the worker knows how long one takes
         let later = |rt: &Arc<VersionRuntime>, after: Duration, arrival: Option<Arrival>| {
             let rt = rt.clone();
@@ -618,12 +624,17 @@ mod tests {
         assert_eq!(rt.arrivals.pending(), 0);
     }
 
-    /// Echoes its input, recording the thread of every run.
-    struct Where(Arc<parking_lot::Mutex<Vec<std::thread::ThreadId>>>);
+    /// The thread and the rows of every run.
+    type RunLog = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, i64)>>>;
 
-    impl Backend for Where {
+    /// Echoes its input, recording the thread and the rows of every run.
+    struct Runs(RunLog);
+
+    impl Backend for Runs {
         fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
-            self.0.lock().push(std::thread::current().id());
+            self.0
+                .lock()
+                .push((std::thread::current().id(), inputs[0].shape[0]));
             Ok(inputs)
         }
     }
@@ -659,63 +670,44 @@ mod tests {
             (0, true, false),
             (0, false, false),
         ] {
-            let threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let runs = RunLog::default();
             let config = ExecutionConfig {
                 inline_below_us,
                 ..ExecutionConfig::default()
             };
-            let rt =
-                VersionRuntime::start("m-1", signature(), config, vec![Box::new(Where(threads.clone()))])
-                    .unwrap();
+            let rt = VersionRuntime::start("m-1", signature(), config, vec![Box::new(Runs(runs.clone()))])
+                .unwrap();
             // before any run the version's speed is unknown: never inline
             block_on(rt.infer(input(1.0), None, server_idle)).unwrap();
             wait_backends_free(&rt);
             let out = block_on(rt.infer(input(2.0), None, server_idle)).unwrap();
             assert_eq!(out, input(2.0));
-            let threads = threads.lock();
-            assert_ne!(threads[0], here, "the first run is a worker's");
+            let runs = runs.lock();
+            assert_ne!(runs[0].0, here, "the first run is a worker's");
             assert_eq!(
-                threads[1] == here,
+                runs[1].0 == here,
                 inline,
                 "inline_below_us {inline_below_us}, server idle {server_idle}"
             );
         }
     }
 
-    /// The thread and the rows of every run.
-    type RunLog = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, i64)>>>;
-
-    /// Echoes its input, recording the thread and the rows of every run.
-    struct Runs(RunLog);
-
-    impl Backend for Runs {
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
-            self.0
-                .lock()
-                .push((std::thread::current().id(), inputs[0].shape[0]));
-            Ok(inputs)
-        }
-    }
-
     /// A fast, batching version over one [`Runs`] backend, after its first
     /// run (by a worker: its speed is known from then on).
     fn recorded() -> (VersionRuntime, RunLog) {
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, 1],
-        };
-        let signature = Signature {
-            inputs: vec![spec.clone()],
-            outputs: vec![spec],
-        };
         let config = ExecutionConfig {
             max_batch_size: 4,
             inline_below_us: 200_000,
             ..ExecutionConfig::default()
         };
-        let runs = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let rt = VersionRuntime::start("m-1", signature, config, vec![Box::new(Runs(runs.clone()))]).unwrap();
+        let runs = RunLog::default();
+        let rt = VersionRuntime::start(
+            "m-1",
+            rows_signature(),
+            config,
+            vec![Box::new(Runs(runs.clone()))],
+        )
+        .unwrap();
         rt.infer_blocking(row(0.0)).unwrap();
         wait_backends_free(&rt);
         runs.lock().clear();
