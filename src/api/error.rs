@@ -54,7 +54,7 @@ pub enum ApiError {
     /// Deadline exceeded.
     #[error("{0}")]
     Timeout(String),
-    /// Inference failed inside ONNX Runtime.
+    /// Inference failed inside ONNX Runtime, or a handler failed.
     #[error("{0}")]
     Internal(String),
 }

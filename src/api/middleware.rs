@@ -5,7 +5,9 @@
 //! the body read, load shedding beyond `--max-in-flight` (probes are never
 //! shed), the handler, the request log of predict requests, and JSON
 //! bodies for errors raised outside the handlers. The admin listener has
-//! the body read and the JSON errors.
+//! the body read and the JSON errors. On both, a handler that panics
+//! answers 500 with a JSON error (and is logged and counted) instead of
+//! dropping its connection; the server goes on.
 //!
 //! A body is read in full *before* its request takes an in-flight slot, so
 //! slow clients cannot hold the slots that answer requests: it must arrive
@@ -61,7 +63,8 @@ pub async fn data_plane(State(state): State<Arc<AppState>>, req: Request, next: 
 pub async fn admin_plane(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let resp = match read_body(&state, req).await {
         Ok((req, permit)) => {
-            let resp = next.run(req).await;
+            let uri = req.uri().clone();
+            let resp = run_caught(next, req, "admin", &uri, None).await;
             drop(permit);
             resp
         }
@@ -132,7 +135,7 @@ async fn shed_and_log(
     };
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = next.run(req).await;
+    let resp = run_caught(next, req, "data", &uri, Some(id)).await;
     drop(permit);
     if let Some(served) = resp.extensions().get::<Served>() {
         tracing::info!(
@@ -148,6 +151,37 @@ async fn shed_and_log(
         );
     }
     resp
+}
+
+/// Runs the handler; when it panics, answers 500 with a JSON error instead
+/// of dropping the connection, and logs and counts the panic (the default
+/// panic hook has already printed where it happened).
+async fn run_caught(
+    next: Next,
+    req: Request,
+    listener: &'static str,
+    uri: &axum::http::Uri,
+    id: Option<&HeaderValue>,
+) -> Response {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let id = id.map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
+            tracing::error!(listener, path = %uri.path(), request_id = id, panic = what, "a request handler panicked");
+            metrics::counter!(names::HANDLER_PANICS_TOTAL, "listener" => listener).increment(1);
+            ApiError::Internal(format!(
+                "the server failed while handling this request{}; it was not served, and the server goes on",
+                id.map(|id| format!(" (request id {id})")).unwrap_or_default()
+            ))
+            .into_response()
+        }
+    }
 }
 
 /// Gives every error answer a JSON body `{"error": ...}`: those raised
@@ -345,7 +379,50 @@ pub fn closing(mut resp: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    /// The value of `switchyard_handler_panics_total{listener="data"}`.
+    fn data_panics() -> f64 {
+        crate::telemetry::install_metrics()
+            .render()
+            .lines()
+            .find(|l| l.starts_with(names::HANDLER_PANICS_TOTAL) && l.contains("listener=\"data\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_json_and_the_service_goes_on() {
+        let before = data_panics();
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async { panic!("a bug in a handler") as &str }),
+            )
+            .route("/fine", axum::routing::get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(|req: Request, next: Next| async move {
+                let uri = req.uri().clone();
+                let id = HeaderValue::from_static("r-1");
+                run_caught(next, req, "data", &uri, Some(&id)).await
+            }));
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(get("/boom")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("request id r-1"), "{message}");
+        assert!(
+            !message.contains("a bug in a handler"),
+            "the panic stays in the log: {message}"
+        );
+        assert!(data_panics() >= before + 1.0, "the panic is counted");
+        let resp = app.oneshot(get("/fine")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 
     #[test]
     fn generated_request_ids_are_32_lowercase_hex_digits_and_differ() {

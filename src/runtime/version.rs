@@ -9,9 +9,10 @@
 //! in tens of microseconds, handing the request to a worker thread and the
 //! answer back (two thread wake-ups) costs more than the run. A request
 //! served alone runs at once; concurrent ones run in batches of what the
-//! thread's event loop received in one turn (see `turn`). Only when every
-//! backend is busy do they go to the workers, which batch them as they do
-//! a slow version's.
+//! thread's event loop received in one turn (see `turn`), for at most
+//! [`TURN_BUDGET`] per turn. When every backend is busy, or the budget is
+//! spent, they go to the workers, which batch them as they do a slow
+//! version's.
 //!
 //! A worker thread is *supervised*: when its backend panics, the jobs of
 //! that run fail (500), the thread stays, gets a fresh backend from the
@@ -342,8 +343,9 @@ impl VersionRuntime {
         }
     }
 
-    /// Runs `jobs` in batches on a free backend, on this thread; gives back
-    /// what did not run (no backend free, or it broke on the way).
+    /// Runs `jobs` in batches on a free backend, on this thread, for at
+    /// most [`TURN_BUDGET`]; gives back what did not run (no backend free,
+    /// it broke on the way, or the budget is spent).
     fn run_here(&self, mut jobs: VecDeque<Job>) -> VecDeque<Job> {
         let free = self
             .slots
@@ -351,6 +353,7 @@ impl VersionRuntime {
             .filter_map(|slot| slot.try_lock())
             .find(|slot| slot.broken.is_none());
         let Some(mut slot) = free else { return jobs };
+        let started = Instant::now();
         while let Some(batch) = batcher::take_batch(&mut jobs, self.max_batch) {
             self.runner.execute(&mut slot, batch);
             if slot.broken.is_some() {
@@ -359,10 +362,18 @@ impl VersionRuntime {
                 let _ = self.queue.try_send(Work::Repair);
                 break;
             }
+            if !jobs.is_empty() && started.elapsed() >= TURN_BUDGET {
+                break;
+            }
         }
         jobs
     }
 }
+
+/// The longest a turn's batches run on the thread that received them: the
+/// thread's other connections wait meanwhile, so what is left then goes to
+/// the workers (a batch already started runs to its end).
+const TURN_BUDGET: Duration = Duration::from_millis(1);
 
 /// A turn's leader; dropped before it ran its batch (its client went
 /// away), it hands the batch to the workers.
@@ -627,11 +638,13 @@ mod tests {
     /// The thread and the rows of every run.
     type RunLog = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, i64)>>>;
 
-    /// Echoes its input, recording the thread and the rows of every run.
-    struct Runs(RunLog);
+    /// Echoes its input, recording the thread and the rows of every run;
+    /// each run takes at least the given time.
+    struct Runs(RunLog, Duration);
 
     impl Backend for Runs {
         fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            std::thread::sleep(self.1);
             self.0
                 .lock()
                 .push((std::thread::current().id(), inputs[0].shape[0]));
@@ -675,8 +688,13 @@ mod tests {
                 inline_below_us,
                 ..ExecutionConfig::default()
             };
-            let rt = VersionRuntime::start("m-1", signature(), config, vec![Box::new(Runs(runs.clone()))])
-                .unwrap();
+            let rt = VersionRuntime::start(
+                "m-1",
+                signature(),
+                config,
+                vec![Box::new(Runs(runs.clone(), Duration::ZERO))],
+            )
+            .unwrap();
             // before any run the version's speed is unknown: never inline
             block_on(rt.infer(input(1.0), None, server_idle)).unwrap();
             wait_backends_free(&rt);
@@ -695,6 +713,11 @@ mod tests {
     /// A fast, batching version over one [`Runs`] backend, after its first
     /// run (by a worker: its speed is known from then on).
     fn recorded() -> (VersionRuntime, RunLog) {
+        recorded_taking(Duration::ZERO)
+    }
+
+    /// [`recorded`], with runs that take at least `run`.
+    fn recorded_taking(run: Duration) -> (VersionRuntime, RunLog) {
         let config = ExecutionConfig {
             max_batch_size: 4,
             inline_below_us: 200_000,
@@ -705,7 +728,7 @@ mod tests {
             "m-1",
             rows_signature(),
             config,
-            vec![Box::new(Runs(runs.clone()))],
+            vec![Box::new(Runs(runs.clone(), run))],
         )
         .unwrap();
         rt.infer_blocking(row(0.0)).unwrap();
@@ -734,6 +757,26 @@ mod tests {
         // the next turn starts a new batch
         block_on(rt.infer(row(7.0), None, false)).unwrap();
         assert_eq!(runs.lock()[2..], [(here, 1)]);
+    }
+
+    #[test]
+    fn a_turn_past_its_time_budget_hands_the_rest_to_the_workers() {
+        let here = std::thread::current().id();
+        // every run takes longer than a turn may hold its thread
+        let (rt, runs) = recorded_taking(TURN_BUDGET + Duration::from_millis(1));
+        let answers = block_on(futures::future::join_all(
+            (1..=6).map(|i| rt.infer(row(i as f32), None, false)),
+        ));
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), row(i as f32 + 1.0));
+        }
+        let runs = runs.lock();
+        assert_eq!(runs[0], (here, 4), "the first batch runs here: {runs:?}");
+        assert_eq!(runs[1..].iter().map(|r| r.1).sum::<i64>(), 2, "{runs:?}");
+        assert!(
+            runs[1..].iter().all(|r| r.0 != here),
+            "a worker ran the rest: {runs:?}"
+        );
     }
 
     #[test]

@@ -207,10 +207,10 @@ impl Shared {
                     self.connections.spawn(task.serve(tcp));
                 }
                 Some(lane) => {
-                    let id = task.id;
+                    // a connection that does not reach its thread leaves
+                    // the registry when it is dropped
                     if let Err(why) = lane.hand(tcp, task) {
                         tracing::warn!(listener = settings.name, error = %why, "a connection could not be handed to a thread");
-                        self.registry.remove(id);
                     }
                 }
             }
@@ -351,7 +351,7 @@ async fn run_lane(shared: &Shared, mut arrivals: tokio::sync::mpsc::UnboundedRec
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a connection could not be registered");
-                shared.registry.remove(task.id);
+                drop(task);
             }
         }
     }
@@ -402,7 +402,9 @@ async fn refuse(mut tcp: TcpStream, settings: ListenerSettings) {
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
-/// One accepted connection and what serving it needs.
+/// One accepted connection and what serving it needs. It leaves the
+/// registry when dropped: when it ends, but also when its task panics or
+/// it never reaches its thread.
 struct Connection {
     app: axum::Router,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
@@ -446,6 +448,11 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
         self.registry.remove(self.id);
     }
 }
@@ -479,6 +486,50 @@ mod tests {
         let mut body = vec![0; length];
         tcp.read_exact(&mut body).unwrap();
         String::from_utf8(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_task_panics_leaves_the_registry() {
+        let app = axum::Router::new().route(
+            "/",
+            get(|| async { panic!("a bug below the middleware") as &str }),
+        );
+        let settings = ListenerSettings {
+            name: "test",
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        };
+        let shared = Shared::new(app, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::task::spawn_blocking(move || {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+            let mut rest = Vec::new();
+            let _ = tcp.read_to_end(&mut rest);
+        });
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let activity = ConnActivity::new(shared.epoch);
+        let (id, conn) = shared.registry.admit(activity.clone()).unwrap();
+        assert_eq!(shared.registry.conns.lock().len(), 1);
+        let task = Connection {
+            app: shared.app.clone(),
+            builder: shared.builder.clone(),
+            registry: shared.registry.clone(),
+            finish: shared.finish.clone(),
+            id,
+            conn,
+            activity,
+            peer,
+        };
+        let ended = tokio::spawn(task.serve(tcp)).await;
+        assert!(ended.unwrap_err().is_panic(), "the handler's panic ends the task");
+        assert!(
+            shared.registry.conns.lock().is_empty(),
+            "the connection is no longer counted open"
+        );
+        client.await.unwrap();
     }
 
     #[tokio::test]
