@@ -347,6 +347,31 @@ async fn the_live_page_in_headless_chromium() {
     })
     .await;
 
+    // the audit log, open while it has events, stays as the user leaves it
+    // when the page re-renders
+    let log_open = "return document.getElementById('log-digits').open;";
+    wait_js(&c, log_open, Duration::from_secs(3), |v| v == true).await;
+    for want in [false, true] {
+        c.find(Locator::Css("#log-digits > summary"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.execute(
+            "document.getElementById('model-digits').dataset.old = '1'; return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+        wait_js(&c, rerendered, Duration::from_secs(5), |v| v == true).await;
+        assert_eq!(
+            c.execute(log_open, vec![]).await.unwrap(),
+            want,
+            "the audit log after a re-render"
+        );
+    }
+
     // Abort asks first; cancelling changes nothing
     c.find(Locator::Id("act-digits-abort"))
         .await

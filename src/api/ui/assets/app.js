@@ -31,6 +31,7 @@
     kept: new Map(),    // action buttons carried over from the last render
     fleet: null,
     fresh: false,       // the next history replaces what the page holds
+    logOpen: new Map(), // model -> whether its audit log is open (the user's choice)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -523,9 +524,12 @@
     return e;
   }
 
+  // open when there are events, until the user opens or closes it: then as
+  // they left it, across re-renders
   function eventLog(m) {
     const events = (m.events || []).slice().reverse();
-    return h("details", { class: "events", open: events.length > 0 },
+    const open = S.logOpen.has(m.name) ? S.logOpen.get(m.name) : events.length > 0;
+    const log = h("details", { class: "events", id: `log-${domId(m.name)}`, open },
       h("summary", {}, `Audit log (${events.length} most recent)`),
       events.length ? h("table", {},
         h("thead", {}, h("tr", {}, ["time", "rollout", "phase", "step", "weight", "by", "decision"].map((c) => h("th", { scope: "col" }, c)))),
@@ -533,6 +537,8 @@
           h("td", { class: "num" }, clock(e.at)), h("td", { class: "num" }, `#${e.rollout}`), h("td", {}, e.phase),
           h("td", { class: "num" }, e.step + 1), h("td", { class: "num" }, pct(e.weight)), h("td", {}, e.actor), h("td", {}, e.decision)))))
         : h("p", { class: "muted" }, "No events."));
+    log.addEventListener("toggle", () => S.logOpen.set(m.name, log.open));
+    return log;
   }
 
   // the same colours as the split bar's roles; other versions from a palette
