@@ -64,7 +64,7 @@ pub async fn admin_plane(State(state): State<Arc<AppState>>, req: Request, next:
     let resp = match read_body(&state, req).await {
         Ok((req, permit)) => {
             let uri = req.uri().clone();
-            let resp = run_caught(next, req, "admin", &uri, None).await;
+            let resp = run_answered(next, req, "admin", &uri, None).await;
             drop(permit);
             resp
         }
@@ -135,7 +135,7 @@ async fn shed_and_log(
     };
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = run_caught(next, req, "data", &uri, Some(id)).await;
+    let resp = run_answered(next, req, "data", &uri, Some(id)).await;
     drop(permit);
     if let Some(served) = resp.extensions().get::<Served>() {
         tracing::info!(
@@ -153,35 +153,45 @@ async fn shed_and_log(
     resp
 }
 
-/// Runs the handler; when it panics, answers 500 with a JSON error instead
-/// of dropping the connection, and logs and counts the panic (the default
-/// panic hook has already printed where it happened).
-async fn run_caught(
+/// Runs the handler under `catch_unwind`. A panic is logged (with the path
+/// and the request id; the default panic hook has already printed where it
+/// happened) and counted, and comes back as the message for the client:
+/// the listener answers it as an internal error instead of dropping the
+/// connection or stream.
+pub async fn run_caught(
+    next: Next,
+    req: Request,
+    listener: &'static str,
+    uri: &axum::http::Uri,
+    id: Option<&HeaderValue>,
+) -> Result<Response, String> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            let what = crate::runtime::panic_message(panic.as_ref());
+            let id = id.map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
+            tracing::error!(listener, path = %uri.path(), request_id = id, panic = %what, "a request handler panicked");
+            metrics::counter!(names::HANDLER_PANICS_TOTAL, "listener" => listener).increment(1);
+            format!(
+                "the server failed while handling this request{}; it was not served, and the server goes on",
+                id.map(|id| format!(" (request id {id})")).unwrap_or_default()
+            )
+        })
+}
+
+/// [`run_caught`] on an HTTP listener: a panic answers 500 with a JSON error.
+async fn run_answered(
     next: Next,
     req: Request,
     listener: &'static str,
     uri: &axum::http::Uri,
     id: Option<&HeaderValue>,
 ) -> Response {
-    use futures_util::FutureExt as _;
-    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
-        Ok(resp) => resp,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(no message)");
-            let id = id.map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
-            tracing::error!(listener, path = %uri.path(), request_id = id, panic = what, "a request handler panicked");
-            metrics::counter!(names::HANDLER_PANICS_TOTAL, "listener" => listener).increment(1);
-            ApiError::Internal(format!(
-                "the server failed while handling this request{}; it was not served, and the server goes on",
-                id.map(|id| format!(" (request id {id})")).unwrap_or_default()
-            ))
-            .into_response()
-        }
-    }
+    run_caught(next, req, listener, uri, id)
+        .await
+        .unwrap_or_else(|message| ApiError::Internal(message).into_response())
 }
 
 /// Gives every error answer a JSON body `{"error": ...}`: those raised
@@ -405,7 +415,7 @@ mod tests {
             .layer(axum::middleware::from_fn(|req: Request, next: Next| async move {
                 let uri = req.uri().clone();
                 let id = HeaderValue::from_static("r-1");
-                run_caught(next, req, "data", &uri, Some(&id)).await
+                run_answered(next, req, "data", &uri, Some(&id)).await
             }));
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let resp = app.clone().oneshot(get("/boom")).await.unwrap();

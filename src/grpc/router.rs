@@ -18,6 +18,7 @@ use super::health;
 use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::proto::FILE_DESCRIPTOR_SET;
 use super::service::InferenceService;
+use crate::api::middleware::run_caught;
 use crate::serving::AppState;
 
 /// Why the gRPC services could not be built.
@@ -50,7 +51,20 @@ pub async fn app(
         .prepare();
     Ok(routes
         .into_axum_router()
-        .layer(axum::middleware::map_response(oversized_is_resource_exhausted)))
+        .layer(axum::middleware::map_response(oversized_is_resource_exhausted))
+        .layer(axum::middleware::from_fn(panics_are_internal)))
+}
+
+/// A handler that panics answers INTERNAL instead of resetting its stream;
+/// the panic is logged and counted as on the HTTP listeners.
+async fn panics_are_internal(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = req.uri().clone();
+    run_caught(next, req, "grpc", &uri, None)
+        .await
+        .unwrap_or_else(|message| tonic::Status::internal(message).into_http::<axum::body::Body>())
 }
 
 /// The start of tonic's message for an oversized request, as sent
@@ -74,4 +88,31 @@ async fn oversized_is_resource_exhausted(mut resp: axum::response::Response) -> 
         );
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_grpc_handler_that_panics_answers_internal() {
+        let app = axum::Router::new()
+            .route(
+                "/inference.GRPCInferenceService/ModelInfer",
+                axum::routing::post(|| async { panic!("a bug in a gRPC handler") as &str }),
+            )
+            .layer(axum::middleware::from_fn(panics_are_internal));
+        let req = axum::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+            .header("content-type", "application/grpc")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        // a trailers-only answer: the code is in the headers
+        assert_eq!(resp.status(), axum::http::StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "13", "INTERNAL");
+        let message = resp.headers()["grpc-message"].to_str().unwrap();
+        assert!(message.contains("not%20served"), "{message}");
+    }
 }

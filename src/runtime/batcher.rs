@@ -375,7 +375,7 @@ fn same_row_shape(a: &Job, b: &Job) -> bool {
 }
 
 /// The message of a caught panic.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -42,8 +42,8 @@ pub const LOAD_SHED_TOTAL: &str = "switchyard_load_shed_total";
 pub const BODY_BYTES_IN_FLIGHT: &str = "switchyard_body_bytes_in_flight";
 /// Gauge: open client connections. Labels: listener ("data", "admin").
 pub const OPEN_CONNECTIONS: &str = "switchyard_open_connections";
-/// Counter: requests whose handler panicked (answered 500; the server
-/// goes on). Labels: listener ("data", "admin").
+/// Counter: requests whose handler panicked (answered 500, INTERNAL on
+/// gRPC; the server goes on). Labels: listener ("data", "admin", "grpc").
 pub const HANDLER_PANICS_TOTAL: &str = "switchyard_handler_panics_total";
 /// Counter: connections the server closed before the client did.
 /// Labels: listener, reason ("header_timeout", "idle_timeout", "evicted").
