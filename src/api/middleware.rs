@@ -170,7 +170,7 @@ pub async fn run_caught(
         .catch_unwind()
         .await
         .map_err(|panic| {
-            let what = crate::runtime::panic_message(panic.as_ref());
+            let what = crate::telemetry::panic_message(panic.as_ref());
             let id = id.map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
             tracing::error!(listener, path = %uri.path(), request_id = id, panic = %what, "a request handler panicked");
             metrics::counter!(names::HANDLER_PANICS_TOTAL, "listener" => listener).increment(1);

@@ -215,7 +215,7 @@ impl Runner {
             Ok(result) => result,
             Err(panic) => {
                 self.down.fetch_add(1, Ordering::SeqCst);
-                slot.broken = Some(panic_message(panic.as_ref()));
+                slot.broken = Some(crate::telemetry::panic_message(panic.as_ref()));
                 Err(crate::runtime::BackendError::Run(
                     "the worker running this request failed and is being replaced".into(),
                 ))
@@ -372,13 +372,4 @@ fn same_row_shape(a: &Job, b: &Job) -> bool {
             .iter()
             .zip(&b.inputs)
             .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
-}
-
-/// The message of a caught panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }

@@ -23,7 +23,6 @@ mod version;
 pub mod window;
 
 pub use arrival::Arrival;
-pub use batcher::panic_message;
 pub use job::{Backend, BackendError, Budget, DeadlineOwner, RuntimeError};
 pub use signature::{InputError, Signature, TensorSpec};
 pub use stats::VersionStats;

@@ -413,7 +413,7 @@ impl Supervisor {
                 Ok(batcher::Exit::BackendPanicked(message)) => message,
                 Err(panic) => {
                     self.down.fetch_add(1, Ordering::SeqCst);
-                    batcher::panic_message(panic.as_ref())
+                    crate::telemetry::panic_message(panic.as_ref())
                 }
             };
             tracing::error!(worker = %self.name, panic = %panic, "worker panicked; replacing its backend");

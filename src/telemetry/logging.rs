@@ -35,3 +35,12 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
     };
     guard
 }
+
+/// The message of a caught panic, for the log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
