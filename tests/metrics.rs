@@ -65,6 +65,18 @@ async fn metrics_pass_promtool_and_count_requests_per_version_and_route() {
     let s = TestServer::start_with(repo.path(), |c| c.admin_token = Some("s3cret".into())).await;
     let row = digits_samples()[0].0.clone();
     let before = parse(&s.metrics().await);
+    // the panic counters exist at 0 from the start: a server's first panic
+    // then counts in an increase()
+    for listener in ["data", "admin", "grpc"] {
+        let zero = before.iter().any(|x| {
+            x.name == "switchyard_handler_panics_total"
+                && x.labels.get("listener").map(String::as_str) == Some(listener)
+        });
+        assert!(
+            zero,
+            "no switchyard_handler_panics_total{{listener={listener:?}}}"
+        );
+    }
 
     let body = digits_request(std::slice::from_ref(&row));
     for _ in 0..7 {

@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.model_repository.display()
     );
     crate::telemetry::install_metrics();
+    crate::telemetry::init_panic_counters();
     let repo = Arc::new(Repository::new(config.model_repository.clone()));
     let state = match config.fleet_settings() {
         None => Arc::new(AppState::new(repo.clone(), config.settings())?),

@@ -11,6 +11,6 @@ mod registry;
 
 pub use logging::{init_logging, panic_message, LogFormat};
 pub use registry::{
-    feedback_recorded, init_request_counters, install_metrics, rollout_aborted, set_fleet_leader,
-    set_policy_revision, set_ready, set_rollout, ROLLOUT_PHASES,
+    feedback_recorded, init_panic_counters, init_request_counters, install_metrics, rollout_aborted,
+    set_fleet_leader, set_policy_revision, set_ready, set_rollout, ROLLOUT_PHASES,
 };

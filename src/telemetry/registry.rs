@@ -83,6 +83,10 @@ fn describe() {
         "Connections the server closed: header or idle timeout, or evicted at the connection cap."
     );
     describe_counter!(
+        HANDLER_PANICS_TOTAL,
+        "Requests whose handler panicked: answered 500 (INTERNAL on gRPC); the server goes on."
+    );
+    describe_counter!(
         WORKER_RESTARTS_TOTAL,
         "Worker threads whose backend panicked and was replaced."
     );
@@ -134,6 +138,14 @@ pub fn init_request_counters(model: &str, version: u64, route: &'static str) {
             "status" => status,
         )
         .increment(0);
+    }
+}
+
+/// Creates the handler panic counters at 0, so a server's first panic
+/// counts in an `increase()` (a series born at 1 shows no increase).
+pub fn init_panic_counters() {
+    for listener in ["data", "admin", "grpc"] {
+        metrics::counter!(names::HANDLER_PANICS_TOTAL, "listener" => listener).increment(0);
     }
 }
 
