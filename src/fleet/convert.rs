@@ -49,7 +49,9 @@ pub fn percent(bp: u32) -> String {
 
 /// Seconds since the Unix epoch → RFC 3339 with milliseconds.
 pub fn rfc3339(secs: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
+    // to the nearest millisecond: a time read back from a status (x.235 is
+    // 0.23499… as f64) must write the same text again, not drift by 1 ms
+    let t = UNIX_EPOCH + Duration::from_millis((secs.max(0.0) * 1000.0).round() as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -409,6 +411,15 @@ mod tests {
         }
         assert_eq!(percent(250), "2.5%");
         assert_eq!(percent(1205), "12.05%");
+    }
+
+    #[test]
+    fn a_time_read_back_from_a_status_writes_the_same_text() {
+        let text = rfc3339(1_796_060_046.235);
+        assert!(text.ends_with(".235Z"), "{text}");
+        let read = parse_time(&text).unwrap();
+        assert_eq!(rfc3339(read), text, "no drift through a status");
+        assert_eq!(rfc3339(1_796_060_046.234_6), text, "to the nearest millisecond");
     }
 
     #[test]
