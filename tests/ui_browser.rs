@@ -125,6 +125,17 @@ async fn wait_js(c: &Client, script: &str, within: Duration, ok: impl Fn(&Value)
     }
 }
 
+/// Waits until the page has re-rendered `model`'s card (it does on every
+/// update it receives): marks the card, then waits for a card without the mark.
+async fn rerender(c: &Client, model: &str) {
+    let card = format!("document.getElementById('model-{model}')");
+    c.execute(&format!("{card}.dataset.old = '1'; return true;"), vec![])
+        .await
+        .unwrap();
+    let fresh = format!("return !{card}.dataset.old;");
+    wait_js(c, &fresh, Duration::from_secs(5), |v| v == true).await;
+}
+
 fn text_of(id: &str) -> String {
     format!("const e = document.getElementById('{id}'); return e ? e.textContent : null;")
 }
@@ -328,14 +339,7 @@ async fn the_live_page_in_headless_chromium() {
     enter_token(&c, TOKEN).await;
     conn_state(&c, "live", Duration::from_secs(10)).await;
     let pause = c.find(Locator::Id("act-digits-pause")).await.unwrap();
-    c.execute(
-        "document.getElementById('model-digits').dataset.old = '1'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let rerendered = "return !document.getElementById('model-digits').dataset.old;";
-    wait_js(&c, rerendered, Duration::from_secs(5), |v| v == true).await;
+    rerender(&c, "digits").await;
     pause.click().await.unwrap();
     wait_js(&c, &text_of("result-digits"), Duration::from_secs(5), |t| {
         t.as_str().is_some_and(|t| t.contains("pause done"))
@@ -358,13 +362,7 @@ async fn the_live_page_in_headless_chromium() {
             .click()
             .await
             .unwrap();
-        c.execute(
-            "document.getElementById('model-digits').dataset.old = '1'; return true;",
-            vec![],
-        )
-        .await
-        .unwrap();
-        wait_js(&c, rerendered, Duration::from_secs(5), |v| v == true).await;
+        rerender(&c, "digits").await;
         assert_eq!(
             c.execute(log_open, vec![]).await.unwrap(),
             want,
