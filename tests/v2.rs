@@ -257,6 +257,25 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
             "nested",
         ),
         (
+            "an array for the request",
+            "[1, 2]".to_string(),
+            400,
+            "invalid inference request: the body must be a JSON object with \"inputs\"",
+        ),
+        (
+            "a single value for data",
+            json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": "x"}]}).to_string(),
+            400,
+            "input 'input': data must be an array (flat, or nested as shape [1, 64]), not a single value",
+        ),
+        (
+            "an object for data",
+            json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": {"a": 1}}]})
+                .to_string(),
+            400,
+            "not an object",
+        ),
+        (
             "BYTES where FP32 is expected",
             json!({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "BYTES", "data": ["abc"]}]})
                 .to_string(),

@@ -351,6 +351,14 @@ async fn infer_json(
         )
         .into());
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // serde would read an array as the request's fields in order and
+        // answer "expected a string"
+        return Err(ApiError::BadRequest(
+            "invalid inference request: the body must be a JSON object with \"inputs\"".into(),
+        )
+        .into());
+    }
     let request: InferRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))?;
     if let Some(id) = &request.id {
@@ -507,7 +515,7 @@ fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor
             )))
         }
         (Some(raw), None) => decode(raw.get(), dtype, &input.shape)
-            .map_err(|e| ApiError::BadRequest(format!("input '{name}': data {e}")))?,
+            .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?,
         (None, Some(bytes)) => binary::decode(bytes, dtype, &input.shape)
             .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?,
         (None, None) => {

@@ -16,10 +16,14 @@ use crate::tensor::{element_count, shape_string, DataType, TensorData};
 pub enum DecodeError {
     #[error("shape {shape} is invalid")]
     BadShape { shape: String },
-    #[error("holds {got} elements but shape {shape} needs {want}")]
+    #[error("data holds {got} elements but shape {shape} needs {want}")]
     Count { got: usize, want: usize, shape: String },
-    #[error("nested data does not match shape {shape}")]
+    #[error(
+        "data is nested differently from shape {shape}: send it flat, or nested to the shape's full depth"
+    )]
     Nesting { shape: String },
+    #[error("data must be an array (flat, or nested as shape {shape}), not {found}")]
+    NotArray { shape: String, found: &'static str },
     #[error("nested data is not rectangular (its rows differ in length or depth)")]
     Ragged,
     #[error("{0}")]
@@ -96,18 +100,29 @@ struct Walk<'s> {
 
 impl Walk<'_> {
     fn nesting_error(&mut self) -> String {
-        let msg = DecodeError::Nesting {
-            shape: shape_string(self.shape),
-        };
-        let text = msg.to_string();
-        self.error.get_or_insert(msg);
+        let shape = shape_string(self.shape);
+        self.fail(DecodeError::Nesting { shape })
+    }
+
+    /// Keeps the first error (the one to report) and returns its text for
+    /// serde, which stops the walk.
+    fn fail(&mut self, err: DecodeError) -> String {
+        let text = err.to_string();
+        self.error.get_or_insert(err);
         text
+    }
+
+    /// A value that is not an array where the data itself must be one.
+    fn not_array(&mut self, found: &'static str) -> String {
+        let shape = shape_string(self.shape);
+        self.fail(DecodeError::NotArray { shape, found })
     }
 
     /// Called for every scalar at `depth` (0 = the data value itself).
     fn leaf(&mut self, depth: usize) -> Result<(), String> {
         let rank = self.shape.len();
         match self.leaf_depth {
+            None if depth == 0 && rank > 0 => Err(self.not_array("a single value")),
             None => {
                 let ok = depth == 1 || depth == rank || (rank == 0 && depth == 0);
                 if !ok {
@@ -206,6 +221,15 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.push(None, format_args!("null"), false)
     }
+    fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        if self.depth == 0 {
+            return Err(de::Error::custom(self.walk.not_array("an object")));
+        }
+        Err(de::Error::custom(format!(
+            "element {{…}} (an object) is not a valid {}",
+            T::WHAT
+        )))
+    }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let depth = self.depth + 1;
@@ -280,6 +304,37 @@ mod tests {
         assert!(matches!(err, DecodeError::Nesting { .. }), "{err:?}");
         let err = decode("[[1, 2, 3], 4]", DataType::Fp32, &[2, 3]).unwrap_err();
         assert!(matches!(err, DecodeError::Nesting { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn data_that_is_not_an_array_says_so() {
+        for (raw, found) in [
+            ("5", "a single value"),
+            ("\"x\"", "a single value"),
+            ("true", "a single value"),
+            ("{\"a\": 1}", "an object"),
+        ] {
+            let err = decode(raw, DataType::Fp32, &[1, 2]).unwrap_err();
+            assert_eq!(
+                err,
+                DecodeError::NotArray {
+                    shape: "[1, 2]".into(),
+                    found
+                },
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            decode("[1, {\"a\": 1}]", DataType::Fp32, &[2])
+                .unwrap_err()
+                .to_string(),
+            "element {…} (an object) is not a valid FP32"
+        );
+        // a scalar tensor is a single value
+        assert_eq!(
+            decode("5", DataType::Fp32, &[]).unwrap(),
+            TensorData::Fp32(vec![5.0])
+        );
     }
 
     #[test]
