@@ -16,7 +16,7 @@ use crate::tensor::{element_count, shape_string, DataType, TensorData};
 pub enum DecodeError {
     #[error("shape {shape} is invalid")]
     BadShape { shape: String },
-    #[error("data holds {got} elements but shape {shape} needs {want}")]
+    #[error("data holds {got} element{} but shape {shape} needs {want}", if *got == 1 { "" } else { "s" })]
     Count { got: usize, want: usize, shape: String },
     #[error(
         "data is nested differently from shape {shape}: send it flat, or nested to the shape's full depth"
@@ -339,6 +339,8 @@ mod tests {
 
     #[test]
     fn count_must_equal_product_of_shape() {
+        let one = decode("[1]", DataType::Fp32, &[1, 2]).unwrap_err().to_string();
+        assert_eq!(one, "data holds 1 element but shape [1, 2] needs 2");
         let err = decode("[1, 2, 3]", DataType::Fp32, &[1, 4]).unwrap_err();
         assert_eq!(
             err,
