@@ -301,7 +301,7 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
             json!({"inputs": [{"name": "input", "shape": [-1, 64], "datatype": "FP32", "data": row}]})
                 .to_string(),
             400,
-            "shape",
+            "input 'input': shape [-1, 64] is invalid: a dimension is negative",
         ),
         (
             "missing data",

@@ -14,7 +14,7 @@ use crate::tensor::{element_count, shape_string, DataType, TensorData};
 /// Why a JSON `data` array could not become a tensor.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
-    #[error("shape {shape} is invalid")]
+    #[error("shape {shape} is invalid: a dimension is negative, or the element count overflows")]
     BadShape { shape: String },
     #[error("data holds {got} element{} but shape {shape} needs {want}", if *got == 1 { "" } else { "s" })]
     Count { got: usize, want: usize, shape: String },
