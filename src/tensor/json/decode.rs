@@ -225,8 +225,9 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
         if self.depth == 0 {
             return Err(de::Error::custom(self.walk.not_array("an object")));
         }
+        // the text V1's walker gives for the same element
         Err(de::Error::custom(format!(
-            "element {{…}} (an object) is not a valid {}",
+            "an object is not a valid {} element",
             T::WHAT
         )))
     }
@@ -328,7 +329,7 @@ mod tests {
             decode("[1, {\"a\": 1}]", DataType::Fp32, &[2])
                 .unwrap_err()
                 .to_string(),
-            "element {…} (an object) is not a valid FP32"
+            "an object is not a valid FP32 element"
         );
         // a scalar tensor is a single value
         assert_eq!(
