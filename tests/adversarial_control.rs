@@ -104,6 +104,15 @@ async fn case1_a_model_with_a_policy_or_a_rollout_is_not_unloaded() {
     let s = TestServer::start_with(repo.path(), |c| c.repository_api = true).await;
     let canary = json!({"stable": 1, "candidate": {"version": 2, "weight": "10%"}});
     s.set_policy("digits", canary.clone()).await;
+    // a policy is one JSON object, not its fields in an array
+    let (st, body) = s
+        .admin(Method::PUT, "/admin/v1/models/digits/policy", Some(json!([1])))
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "invalid policy for model 'digits': request body must be a JSON object"
+    );
     let (st, body) = post_with(&s, "/v2/repository/models/digits/unload", &json!({}), None).await;
     assert_eq!(st, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("policy"), "{body}");
@@ -234,6 +243,13 @@ async fn case6_feedback_is_attributable_once_and_in_range() {
     )
     .await;
     assert_eq!(st, 400, "{b}");
+    // an array is not feedback (serde alone would read it field by field)
+    let (st, b) = post_with(&s, feedback, &json!(["req-1", 1]), Some("fb-s3cret")).await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(
+        b["error"],
+        "invalid feedback for model 'digits': request body must be a JSON object",
+    );
     // the feedback token and the admin token both work, once per answer
     let (st, b) = post_with(&s, feedback, &one, Some("fb-s3cret")).await;
     assert_eq!(st, 200, "{b}");

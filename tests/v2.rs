@@ -260,7 +260,7 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
             "an array for the request",
             "[1, 2]".to_string(),
             400,
-            "invalid inference request: the body must be a JSON object with \"inputs\"",
+            "invalid inference request: request body must be a JSON object with \"inputs\"",
         ),
         (
             "a single value for data",

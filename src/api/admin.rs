@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 
-use super::respond::{body_bytes, json};
+use super::respond::{body_bytes, json, json_object};
 use crate::api::error::ApiError;
 use crate::policy::{PolicySpec, Weight};
 use crate::repository::{ModelEntry, VersionState};
@@ -193,7 +193,7 @@ async fn put_policy(
             .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
             .force;
         let body = body_bytes(body, state.settings.body_limit)?;
-        let spec: PolicySpec = serde_json::from_slice(&body)
+        let spec: PolicySpec = json_object(&body, "a JSON object")
             .map_err(|e| ApiError::BadRequest(format!("invalid policy for model '{model}': {e}")))?;
         model_entry(&state, &model)?;
         let active = store

@@ -28,7 +28,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::request::bearer;
-use super::respond::{body_bytes, json};
+use super::respond::{body_bytes, json, json_object};
 use crate::api::error::ApiError;
 use crate::serving::limits::client_string;
 use crate::serving::recent::Claim;
@@ -101,7 +101,7 @@ fn record(
     }
     let invalid = |m: String| refuse("invalid", ApiError::BadRequest(m));
     let body = body_bytes(body, state.settings.body_limit)?;
-    let fb: Feedback = serde_json::from_slice(&body)
+    let fb: Feedback = json_object(&body, "a JSON object")
         .map_err(|e| invalid(format!("invalid feedback for model '{model}': {e}")))?;
     for (what, v) in [("request_id", &fb.request_id), ("user_id", &fb.user_id)] {
         if let Some(v) = v {

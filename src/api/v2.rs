@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::health;
 use super::request::{self, Peer};
-use super::respond::{body_bytes, json, json_response};
+use super::respond::{body_bytes, json, json_object, json_response};
 use crate::api::error::{ApiError, PredictError};
 use crate::runtime::{Signature, TensorSpec};
 use crate::serving::describe::describe;
@@ -345,21 +345,7 @@ async fn infer_json(
     headers: &HeaderMap,
 ) -> Result<Response, PredictError> {
     let model = target.model.name.as_str();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "request body is empty; expected a JSON inference request with \"inputs\"".into(),
-        )
-        .into());
-    }
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        // serde would read an array as the request's fields in order and
-        // answer "expected a string"
-        return Err(ApiError::BadRequest(
-            "invalid inference request: the body must be a JSON object with \"inputs\"".into(),
-        )
-        .into());
-    }
-    let request: InferRequest<'_> = serde_json::from_slice(body)
+    let request: InferRequest<'_> = json_object(body, "a JSON object with \"inputs\"")
         .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))?;
     if let Some(id) = &request.id {
         client_string("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
