@@ -127,7 +127,7 @@ impl Repository {
         if let Some(v) = m.versions.get(&version) {
             if matches!(v.state, VersionState::Ready | VersionState::Loading) {
                 self.hold(name, version);
-                return Ok(v.state.clone());
+                return Ok(self.settled(name, version));
             }
         }
         self.hold(name, version);
@@ -141,13 +141,7 @@ impl Repository {
             },
         );
         self.load_versions(name, &config, samples.as_deref(), vec![version]);
-        Ok(self
-            .snapshot()
-            .models
-            .get(name)
-            .and_then(|m| m.versions.get(&version))
-            .map(|v| v.state.clone())
-            .unwrap_or(VersionState::Unavailable("removed while loading".into())))
+        Ok(self.settled(name, version))
     }
 
     /// Loads `versions` (already marked LOADING) one after another and
@@ -244,4 +238,62 @@ pub fn warmup_inputs(signature: &Signature, samples: Option<&Samples>) -> Vec<Te
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::onnx;
+
+    /// The fleet preloads a rollout's candidate while the leader validates
+    /// it: the second `load_specific` waits for the first load, rather
+    /// than answering LOADING (which validation reads as a failed load).
+    #[test]
+    fn a_load_already_running_is_waited_for() {
+        onnx::init(&onnx::default_library_path()).expect("ONNX Runtime (scripts/setup-onnxruntime.sh)");
+        let dir = tempfile::tempdir().unwrap();
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits");
+        let copy = dir.path().join("digits");
+        for entry in walk(&models) {
+            let to = copy.join(entry.strip_prefix(&models).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&entry, &to).unwrap();
+        }
+        let repo = Arc::new(Repository::new(dir.path()));
+        repo.load_model("digits");
+        let m = repo.snapshot().models["digits"].clone();
+        // another caller's load of version 2 is under way
+        repo.set_version(
+            "digits",
+            VersionEntry {
+                number: 2,
+                state: VersionState::Loading,
+                runtime: None,
+            },
+        );
+        let second = std::thread::spawn({
+            let repo = repo.clone();
+            move || repo.load_specific("digits", 2)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!second.is_finished(), "answered while the load was running");
+        repo.load_versions("digits", &m.config, m.samples.as_deref(), vec![2]);
+        assert_eq!(second.join().unwrap().unwrap(), VersionState::Ready);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
 }

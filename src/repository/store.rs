@@ -5,12 +5,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::error::NameError;
-use super::snapshot::{Snapshot, VersionEntry};
+use super::snapshot::{Snapshot, VersionEntry, VersionState};
+
+/// How long [`Repository::settled`] waits for another caller's load.
+const SETTLE_LIMIT: Duration = Duration::from_secs(600);
 
 /// The repository on disk and the current snapshot of it.
 pub struct Repository {
@@ -18,6 +22,8 @@ pub struct Repository {
     current: ArcSwap<Snapshot>,
     /// Serialises snapshot edits (never held across a model load).
     edit: Mutex<()>,
+    /// Signalled after every publish (with `edit`), for [`settled`](Self::settled).
+    published: Condvar,
     /// Versions loaded on request (admin load, validation): repository
     /// polling keeps them until they are unloaded explicitly.
     held: Mutex<BTreeSet<(String, u64)>>,
@@ -30,6 +36,7 @@ impl Repository {
             root: root.into(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             edit: Mutex::new(()),
+            published: Condvar::new(),
             held: Mutex::new(BTreeSet::new()),
         }
     }
@@ -50,6 +57,7 @@ impl Repository {
         let mut next = Snapshot::clone(&self.current.load());
         f(&mut next);
         self.current.store(Arc::new(next));
+        self.published.notify_all();
     }
 
     /// Like [`publish`](Self::publish), but publishes nothing when `f` fails.
@@ -58,7 +66,31 @@ impl Repository {
         let mut next = Snapshot::clone(&self.current.load());
         let out = f(&mut next)?;
         self.current.store(Arc::new(next));
+        self.published.notify_all();
         Ok(out)
+    }
+
+    /// `version`'s state once no load of it is running: a load started by
+    /// another caller (the fleet's preload, an admin load) is waited for,
+    /// since LOADING would read as a failed load. Blocking; waits at most
+    /// `SETTLE_LIMIT`, then answers what it sees.
+    pub(super) fn settled(&self, model: &str, version: u64) -> VersionState {
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        let mut guard = self.edit.lock();
+        loop {
+            let state = self
+                .current
+                .load()
+                .models
+                .get(model)
+                .and_then(|m| m.versions.get(&version))
+                .map(|v| v.state.clone())
+                .unwrap_or(VersionState::Unavailable("removed while loading".into()));
+            if !matches!(state, VersionState::Loading) || Instant::now() >= deadline {
+                return state;
+            }
+            self.published.wait_until(&mut guard, deadline);
+        }
     }
 
     /// Marks a version as loaded on request: polling keeps it.
