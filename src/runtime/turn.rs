@@ -7,7 +7,7 @@
 //! threads: no hand-off to a worker and no wake-up for the answers. When
 //! every backend is busy, the batch goes to the workers' queue instead. A
 //! leader dropped before it ran its batch (its client went away) hands the
-//! batch to the queue, so no request is lost.
+//! other requests of its batch to the queue, so none of them is lost.
 
 use std::sync::Arc;
 

@@ -336,8 +336,13 @@ impl VersionRuntime {
         let Some(leader) = self.turns.join(job) else {
             return;
         };
-        let leading = Leading { rt: self, leader };
+        let mut leading = Leading {
+            rt: self,
+            leader,
+            ran: false,
+        };
         tokio::task::yield_now().await;
+        leading.ran = true;
         for job in self.run_here(leading.leader.take().into()) {
             self.submit_or_answer(job);
         }
@@ -376,15 +381,23 @@ impl VersionRuntime {
 const TURN_BUDGET: Duration = Duration::from_millis(1);
 
 /// A turn's leader; dropped before it ran its batch (its client went
-/// away), it hands the batch to the workers.
+/// away), it hands the others' requests to the workers.
 struct Leading<'a> {
     rt: &'a VersionRuntime,
     leader: Leader,
+    /// Whether the leader took its batch to run it.
+    ran: bool,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        for job in self.leader.take() {
+        if self.ran {
+            return;
+        }
+        // The first job is the leader's own, and its client went away:
+        // running it would only waste a row of a worker's batch. Its
+        // receiver is dropped after this guard, so a worker could not tell.
+        for job in self.leader.take().into_iter().skip(1) {
             self.rt.submit_or_answer(job);
         }
     }

@@ -355,6 +355,10 @@ fn a_leader_dropped_before_its_turn_ran_hands_the_batch_to_the_workers() {
     let runs = runs.lock();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_ne!(runs[0].0, here, "a worker ran it");
+    assert_eq!(
+        runs[0].1, 1,
+        "the dropped leader's own request is not run: {runs:?}"
+    );
 }
 
 #[test]
