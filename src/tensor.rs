@@ -272,3 +272,13 @@ pub fn element_count(shape: &[i64]) -> Option<usize> {
 pub fn shape_string(shape: &[i64]) -> String {
     format!("{shape:?}")
 }
+
+/// A count and its noun the way error messages say it: "1 element",
+/// "4 elements", "1 FP32 element".
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

@@ -16,7 +16,7 @@ use super::proto::model_infer_request::InferInputTensor;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::InferTensorContents;
 use super::status::GrpcError;
-use crate::tensor::{binary, element_count, shape_string, DataType, Tensor, TensorData};
+use crate::tensor::{binary, counted, element_count, shape_string, DataType, Tensor, TensorData};
 
 /// Decodes a request's inputs, in request order.
 pub(super) fn decode_inputs(
@@ -127,8 +127,8 @@ fn typed(c: InferTensorContents, dtype: DataType, shape: &[i64]) -> Result<Tenso
     };
     if data.len() != want {
         return Err(format!(
-            "{field} holds {} elements but shape {} needs {want}",
-            data.len(),
+            "{field} holds {} but shape {} needs {want}",
+            counted(data.len(), "element"),
             shape_string(shape)
         ));
     }
@@ -237,6 +237,18 @@ mod tests {
         ));
         assert!(
             e.contains("input 'x': fp32_contents holds 4 elements but shape [1, 3] needs 3"),
+            "{e}"
+        );
+        let one = InferTensorContents {
+            fp32_contents: vec![1.0],
+            ..Default::default()
+        };
+        let e = message(decode_inputs(
+            vec![input("x", "FP32", vec![1, 3], Some(one))],
+            vec![],
+        ));
+        assert!(
+            e.contains("input 'x': fp32_contents holds 1 element but shape [1, 3] needs 3"),
             "{e}"
         );
         let e = message(decode_inputs(vec![input("x", "INT64", vec![4], Some(c))], vec![]));

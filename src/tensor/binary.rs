@@ -9,7 +9,7 @@
 
 use half::f16;
 
-use super::{element_count, shape_string, DataType, TensorData};
+use super::{counted, element_count, shape_string, DataType, TensorData};
 
 /// Why binary tensor data or its framing was rejected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum BinaryError {
         dtype: DataType,
         width: usize,
     },
-    #[error("binary_data_size {size} holds {got} {dtype} elements but shape {shape} needs {want}")]
+    #[error("binary_data_size {size} holds {} but shape {shape} needs {want}", counted(*got, &format!("{dtype} element")))]
     Count {
         size: usize,
         dtype: DataType,
@@ -306,7 +306,15 @@ mod tests {
                 shape: "[1, 3]".into()
             }
         );
-        assert!(err.to_string().contains("binary_data_size 8"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "binary_data_size 8 holds 2 FP32 elements but shape [1, 3] needs 3"
+        );
+        let one = decode(&[0; 4], DataType::Fp32, &[1, 3]).unwrap_err();
+        assert_eq!(
+            one.to_string(),
+            "binary_data_size 4 holds 1 FP32 element but shape [1, 3] needs 3"
+        );
         // BYTES: element count, not byte count, must match
         let mut buf = Vec::new();
         encode(&TensorData::Bytes(vec![b"a".to_vec(), b"b".to_vec()]), &mut buf);

@@ -9,14 +9,14 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use super::element::{nonfinite, refusal, show_f64, Element};
-use crate::tensor::{element_count, shape_string, DataType, TensorData};
+use crate::tensor::{counted, element_count, shape_string, DataType, TensorData};
 
 /// Why a JSON `data` array could not become a tensor.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("shape {shape} is invalid: a dimension is negative, or the element count overflows")]
     BadShape { shape: String },
-    #[error("data holds {got} element{} but shape {shape} needs {want}", if *got == 1 { "" } else { "s" })]
+    #[error("data holds {} but shape {shape} needs {want}", counted(*got, "element"))]
     Count { got: usize, want: usize, shape: String },
     #[error(
         "data is nested differently from shape {shape}: send it flat, or nested to the shape's full depth"
