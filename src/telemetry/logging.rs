@@ -3,6 +3,8 @@
 
 use tracing_subscriber::EnvFilter;
 
+use super::log_writer::{gathering_writer, LogGuard, BUFFER_BYTES};
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,19 +13,18 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the level
-/// (default `info`). Lines go to stdout through a writer thread that writes
-/// whatever has queued up in one call, so the per-request log costs the
-/// request path a channel send rather than a `write` under the stdout lock;
+/// (default `info`). Lines go to stdout through the log's writer thread
+/// ([`gathering_writer`]), so the per-request log costs the request path a
+/// short lock and a copy rather than a `write` or a wake-up of its own;
 /// colours only when stdout is a terminal. Should stdout stall, lines beyond
-/// the writer's queue (128k) are dropped rather than stalling requests. Keep the returned guard alive
-/// until exit: dropping it flushes the lines still queued.
-pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// the writer's buffer (8 MiB) are dropped and counted rather than stalling
+/// requests. Keep the returned guard alive until exit: dropping it writes
+/// the lines still buffered.
+pub fn init_logging(format: LogFormat) -> LogGuard {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stdout().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (writer, guard) = gathering_writer(std::io::stdout(), BUFFER_BYTES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
