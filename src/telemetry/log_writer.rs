@@ -201,7 +201,11 @@ mod tests {
     fn wait_for(sink: &Sink, what: &str) {
         let until = Instant::now() + Duration::from_secs(5);
         while !text(sink).contains(what) {
-            assert!(Instant::now() < until, "never written: {what}; got {:?}", text(sink));
+            assert!(
+                Instant::now() < until,
+                "never written: {what}; got {:?}",
+                text(sink)
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
