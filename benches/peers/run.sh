@@ -96,16 +96,14 @@ BODY=$OUT/request.json
 write_body "$BODY"
 CLK_TCK=$(getconf CLK_TCK)
 
-# A copy of the repository where mlp_wide runs on 1 intra-op thread (models/ untouched).
+# A copy of the repository where mlp_wide runs on 1 intra-op thread (models/
+# untouched). A copy, not symlinks: the server refuses a model whose files
+# resolve outside its repository.
 ONE_THREAD_REPO=$OUT/repo-1thread
 if wants switchyard-1thread; then
   rm -rf "$ONE_THREAD_REPO"
   mkdir -p "$ONE_THREAD_REPO"
-  for m in models/*/; do
-    m=$(basename "$m")
-    mkdir -p "$ONE_THREAD_REPO/$m"
-    for f in models/"$m"/*; do ln -s "$BENCH_ROOT/$f" "$ONE_THREAD_REPO/$m/$(basename "$f")"; done
-  done
+  cp -R models/. "$ONE_THREAD_REPO/"
   rm "$ONE_THREAD_REPO/mlp_wide/config.toml"
   sed 's/^intra_op_threads = .*/intra_op_threads = 1/' models/mlp_wide/config.toml >"$ONE_THREAD_REPO/mlp_wide/config.toml"
   grep -q '^intra_op_threads = 1$' "$ONE_THREAD_REPO/mlp_wide/config.toml" || die "could not set mlp_wide to 1 thread"
