@@ -104,8 +104,7 @@ if wants switchyard-1thread; then
   rm -rf "$ONE_THREAD_REPO"
   mkdir -p "$ONE_THREAD_REPO"
   cp -R models/. "$ONE_THREAD_REPO/"
-  rm "$ONE_THREAD_REPO/mlp_wide/config.toml"
-  sed 's/^intra_op_threads = .*/intra_op_threads = 1/' models/mlp_wide/config.toml >"$ONE_THREAD_REPO/mlp_wide/config.toml"
+  sed -i 's/^intra_op_threads = .*/intra_op_threads = 1/' "$ONE_THREAD_REPO/mlp_wide/config.toml"
   grep -q '^intra_op_threads = 1$' "$ONE_THREAD_REPO/mlp_wide/config.toml" || die "could not set mlp_wide to 1 thread"
 fi
 
