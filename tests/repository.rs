@@ -199,3 +199,49 @@ fn a_missing_onnxruntime_library_is_a_clear_start_up_error() {
     assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_directory_may_be_a_link_that_stays_in_the_repository() {
+    let repo = TestRepo::bundled(&["digits"]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("1")).unwrap();
+    std::fs::copy(
+        common::root().join("models/digits/2/model.onnx"),
+        outside.path().join("1/model.onnx"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("digits", repo.path().join("alias")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("escape")).unwrap();
+    let s = TestServer::start(repo.path()).await;
+
+    let row = digits_samples()[0].0.clone();
+    let (st, body) = s
+        .post(
+            "/v2/models/alias/infer",
+            &digits_request(std::slice::from_ref(&row)),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["model_name"], "alias");
+
+    // a real model behind the link, but outside: not served, and said why
+    let (st, body) = s.get("/v2/models/escape").await;
+    assert_eq!(st, 503, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("outside the model repository"), "{msg}");
+    assert!(!msg.contains(outside.path().to_str().unwrap()), "{msg}");
+    assert_eq!(
+        s.post(
+            "/v2/models/escape/infer",
+            &digits_request(std::slice::from_ref(&row))
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(
+        s.post("/v2/models/digits/infer", &digits_request(&[row])).await.0,
+        200
+    );
+    s.stop().await;
+}
