@@ -32,18 +32,6 @@ impl Repository {
         self.publish(|s| s.initial_load_done = true);
     }
 
-    /// Records why `name` cannot be loaded (a message without local paths):
-    /// the model is then reported UNAVAILABLE with it; loaded versions stay.
-    fn mark_model_unavailable(&self, name: &str, reason: String) {
-        self.publish(|s| {
-            let entry = s
-                .models
-                .entry(name.to_string())
-                .or_insert_with(|| Arc::new(ModelEntry::new(name, Arc::new(ModelConfig::default()), None)));
-            Arc::make_mut(entry).error = Some(reason);
-        });
-    }
-
     /// (Re)reads one model's files and loads the versions its policy selects
     /// that are not loaded yet (blocking). Returns the versions now READY.
     pub fn load_model(&self, name: &str) -> Vec<u64> {
@@ -51,7 +39,6 @@ impl Repository {
             Ok(dir) => dir,
             Err(e) => {
                 tracing::warn!(error = %e, "not loading");
-                self.mark_model_unavailable(name, e.to_string());
                 return Vec::new();
             }
         };
@@ -60,8 +47,14 @@ impl Repository {
         let (config, samples) = match files {
             Ok(ok) => ok,
             Err(e) => {
+                let reason = self.scrub(&e.to_string());
                 tracing::error!(model = name, error = %e, "model configuration is invalid");
-                self.mark_model_unavailable(name, self.scrub(&e.to_string()));
+                self.publish(|s| {
+                    let entry = s.models.entry(name.to_string()).or_insert_with(|| {
+                        Arc::new(ModelEntry::new(name, Arc::new(ModelConfig::default()), None))
+                    });
+                    Arc::make_mut(entry).error = Some(reason);
+                });
                 return Vec::new();
             }
         };

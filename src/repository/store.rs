@@ -117,16 +117,14 @@ impl Repository {
         });
     }
 
-    /// Model directory names in the repository, sorted; a symbolic link to a
-    /// directory counts (where it leads is [`model_dir`](Self::model_dir)'s
-    /// check). Directories whose names are not valid model names (see
-    /// [`check_model_name`]) are skipped.
+    /// Model directory names in the repository, sorted. Directories whose
+    /// names are not valid model names (see [`check_model_name`]) are skipped.
     pub fn model_names(&self) -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !entry.path().is_dir() || name.starts_with('.') {
+            if !entry.file_type()?.is_dir() || name.starts_with('.') {
                 continue;
             }
             match check_model_name(&name) {
