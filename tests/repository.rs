@@ -199,3 +199,48 @@ fn a_missing_onnxruntime_library_is_a_clear_start_up_error() {
     assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_directory_may_be_a_link_that_stays_in_the_repository() {
+    let repo = TestRepo::bundled(&["digits"]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("1")).unwrap();
+    std::fs::copy(
+        common::root().join("models/digits/2/model.onnx"),
+        outside.path().join("1/model.onnx"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("digits", repo.path().join("alias")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("escape")).unwrap();
+    let s = TestServer::start(repo.path()).await;
+
+    let row = digits_samples()[0].0.clone();
+    let (st, body) = s
+        .post(
+            "/v2/models/alias/infer",
+            &digits_request(std::slice::from_ref(&row)),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["model_name"], "alias");
+
+    // a real model behind the link, but outside: never served
+    for path in ["/v2/models/escape", "/v2/models/escape/ready"] {
+        assert_eq!(s.get(path).await.0, 404, "{path}");
+    }
+    let (st, _) = s
+        .post(
+            "/v2/models/escape/infer",
+            &digits_request(std::slice::from_ref(&row)),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let mut served: Vec<String> = s.snapshot().models.keys().cloned().collect();
+    served.sort();
+    assert_eq!(served, ["alias", "digits"]);
+    assert_eq!(
+        s.post("/v2/models/digits/infer", &digits_request(&[row])).await.0,
+        200
+    );
+    s.stop().await;
+}

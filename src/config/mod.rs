@@ -132,6 +132,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
 
+    /// Microseconds an HTTP thread keeps polling its connections after it
+    /// writes an answer, before it sleeps (0 = never): the next request of
+    /// a busy client is then read without waking a sleeping thread. While
+    /// polling it yields the core to any other runnable thread, and it
+    /// stops while its requests wait for inference workers; the cost is up
+    /// to this much CPU per answer under light load.
+    #[arg(long, env = "SWITCHYARD_HTTP_BUSY_POLL_US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub http_busy_poll_us: u64,
+
     /// Bytes of request bodies held at once over all requests; beyond: 503
     /// with Retry-After (default: an eighth of the container's memory
     /// limit, else of the machine's memory).

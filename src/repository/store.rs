@@ -117,18 +117,24 @@ impl Repository {
         });
     }
 
-    /// Model directory names in the repository, sorted. Directories whose
-    /// names are not valid model names (see [`check_model_name`]) are skipped.
+    /// Model directory names in the repository, sorted. A symbolic link to a
+    /// directory counts when it stays inside the repository (see
+    /// [`model_dir`](Self::model_dir)); links that leave it, and directories
+    /// whose names are not valid model names (see [`check_model_name`]), are
+    /// skipped with a warning.
     pub fn model_names(&self) -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !entry.file_type()?.is_dir() || name.starts_with('.') {
+            // `is_dir` follows links: a link to a directory may be a model
+            if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            match check_model_name(&name) {
-                Ok(()) => names.push(name),
+            // ... when it resolves inside the repository; one that leaves it
+            // is never served
+            match self.model_dir(&name) {
+                Ok(_) => names.push(name),
                 Err(e) => tracing::warn!(error = %e, "skipping a directory of the model repository"),
             }
         }

@@ -13,6 +13,7 @@
 //! statistics extension ([`stats`]) and rollout analysis ([`window`]).
 
 mod arrival;
+mod awaiting;
 mod batcher;
 mod job;
 pub mod onnx;
@@ -23,6 +24,8 @@ mod version;
 pub mod window;
 
 pub use arrival::Arrival;
+pub use awaiting::awaiting_workers;
+pub(crate) use awaiting::Awaiting;
 pub use job::{Backend, BackendError, Budget, DeadlineOwner, RuntimeError};
 pub use signature::{InputError, Signature, TensorSpec};
 pub use stats::VersionStats;

@@ -252,9 +252,13 @@ impl VersionRuntime {
                 None
             }
         };
-        if let Some(job) = job {
-            self.submit(job).map_err(|(_, error)| error)?;
-        }
+        let _awaiting = match job {
+            Some(job) => {
+                self.submit(job).map_err(|(_, error)| error)?;
+                Some(super::Awaiting::start())
+            }
+            None => None,
+        };
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
             // Workers answer every job they take, also when the version

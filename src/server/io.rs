@@ -102,6 +102,7 @@ impl AsyncWrite for Tracked {
         if self.replacing.is_some() {
             return self.poll_replacement(cx);
         }
+        super::busy_poll::answered();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -118,6 +119,7 @@ impl AsyncWrite for Tracked {
             let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &b[..]).unwrap_or(&[]);
             return self.poll_write(cx, first);
         }
+        super::busy_poll::answered();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

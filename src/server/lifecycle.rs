@@ -120,6 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tokio::spawn(listener::serve_on_threads(
             listener,
             config.http_threads(),
+            Duration::from_micros(config.http_busy_poll_us),
             crate::api::app(state.clone()),
             bounds("data"),
             stopping.clone(),

@@ -287,10 +287,13 @@ pub async fn serve(
 /// handled and answered on one thread, with no hand-off between threads.
 /// The accepting task hands each new connection to the thread with the
 /// fewest open connections; the connection cap, timeouts and drain are the
-/// listener's, over all its threads.
+/// listener's, over all its threads. After writing an answer a thread
+/// keeps polling its sockets for `busy_poll` before it sleeps
+/// ([`busy_poll`](super::busy_poll)).
 pub async fn serve_on_threads(
     listener: TcpListener,
     threads: usize,
+    busy_poll: Duration,
     app: axum::Router,
     settings: ListenerSettings,
     stopping: CancellationToken,
@@ -310,7 +313,7 @@ pub async fn serve_on_threads(
                 let served = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map(|rt| rt.block_on(run_lane(&shared, arrivals)));
+                    .map(|rt| rt.block_on(run_lane(&shared, arrivals, busy_poll)));
                 let _ = done.send(served);
             })?;
         lanes.push(Lane {
@@ -340,7 +343,12 @@ pub async fn serve_on_threads(
 
 /// One lane's thread: serves the connections handed to it until the
 /// accepting task is done, then drives them to their end.
-async fn run_lane(shared: &Shared, mut arrivals: tokio::sync::mpsc::UnboundedReceiver<Handed>) {
+async fn run_lane(
+    shared: &Shared,
+    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    busy_poll: Duration,
+) {
+    tokio::spawn(super::busy_poll::run(busy_poll));
     while let Some((tcp, task, counted)) = arrivals.recv().await {
         match TcpStream::from_std(tcp) {
             Ok(tcp) => {
@@ -550,6 +558,7 @@ mod tests {
         let served = tokio::spawn(serve_on_threads(
             listener,
             2,
+            Duration::from_micros(50),
             app,
             settings,
             stopping.clone(),

@@ -3,6 +3,7 @@
 //! time and number ([`listener`]); and the byte stream it wraps around each
 //! connection ([`io`]).
 
+pub mod busy_poll;
 pub mod io;
 pub mod lifecycle;
 pub mod listener;
