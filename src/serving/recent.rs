@@ -91,13 +91,24 @@ impl Generation {
         self.table.len() < GENERATION && self.ids.len() + id.len() <= GENERATION_ID_BYTES
     }
 
+    /// Forgets an id if held (its bytes stay until the generation is
+    /// cleared).
+    fn remove(&mut self, hash: u64, id: &[u8]) {
+        let ids = &self.ids;
+        if let Ok(entry) = self.table.find_entry(hash, |s| &ids[Self::id_range(s)] == id) {
+            entry.remove();
+        }
+    }
+
     /// Adds an id known to be absent; the caller made room.
-    fn insert(&mut self, hash: u64, id: &[u8], slot: Slot, hasher: &RandomState) {
+    fn insert(&mut self, hash: u64, id: &[u8], model: u32, version: u64, hasher: &RandomState) {
         self.allocate();
         let slot = Slot {
+            version,
             start: self.ids.len() as u32,
+            model,
             len: id.len() as u16,
-            ..slot
+            feedback_taken: false,
         };
         self.ids.extend_from_slice(id);
         let ids = &self.ids;
@@ -117,14 +128,10 @@ struct Remembered {
     current: Generation,
     previous: Generation,
     models: Vec<Box<str>>,
-    /// Keyed (per process) so that callers cannot aim ids at one bucket.
-    hasher: RandomState,
 }
 
 impl Remembered {
-    fn find(&self, id: &str) -> Option<&Slot> {
-        let hash = self.hasher.hash_one(id.as_bytes());
-        let id = id.as_bytes();
+    fn find(&self, hash: u64, id: &[u8]) -> Option<&Slot> {
         self.current
             .find(hash, id)
             .or_else(|| self.previous.find(hash, id))
@@ -147,6 +154,9 @@ pub enum Claim {
 /// A bounded map of recent request ids to the version that answered.
 pub struct RecentRequests {
     inner: Mutex<Remembered>,
+    /// Keyed (per process) so that callers cannot aim ids at one bucket;
+    /// ids are hashed before the lock is taken.
+    hasher: RandomState,
 }
 
 impl Default for RecentRequests {
@@ -156,8 +166,8 @@ impl Default for RecentRequests {
                 current: Generation::new(),
                 previous: Generation::new(),
                 models: Vec::new(),
-                hasher: RandomState::new(),
             }),
+            hasher: RandomState::new(),
         }
     }
 }
@@ -170,11 +180,11 @@ impl RecentRequests {
         if id.is_empty() || id.len() > MAX_CLIENT_STRING {
             return;
         }
+        let key = id.as_bytes();
+        let hash = self.hasher.hash_one(key);
         let mut guard = self.inner.lock();
         let r = &mut *guard;
         let model = intern(&mut r.models, model);
-        let hash = r.hasher.hash_one(id.as_bytes());
-        let key = id.as_bytes();
         if let Some(slot) = r.current.find_mut(hash, key) {
             slot.model = model;
             slot.version = version;
@@ -184,48 +194,38 @@ impl RecentRequests {
         // an id of the previous generation moves to the current one (the
         // previous only loses ids, so its table gets tombstones, never a
         // rehash)
-        if let Ok(entry) = r
-            .previous
-            .table
-            .find_entry(hash, |s| &r.previous.ids[Generation::id_range(s)] == key)
-        {
-            entry.remove();
-        }
+        r.previous.remove(hash, key);
         if !r.current.has_room_for(key) {
             std::mem::swap(&mut r.current, &mut r.previous);
             r.current.clear();
         }
-        let slot = Slot {
-            version,
-            start: 0,
-            model,
-            len: 0,
-            feedback_taken: false,
-        };
-        r.current.insert(hash, key, slot, &r.hasher);
+        r.current.insert(hash, key, model, version, &self.hasher);
     }
 
     /// The (model, version) that answered `id`.
     pub fn get(&self, id: &str) -> Option<(String, u64)> {
+        let key = id.as_bytes();
+        let hash = self.hasher.hash_one(key);
         let r = self.inner.lock();
-        r.find(id)
+        r.find(hash, key)
             .map(|s| (r.models[s.model as usize].to_string(), s.version))
     }
 
     /// Claims the one feedback value the answer to `id` by `model` may get.
     pub fn claim_feedback(&self, id: &str, model: &str) -> Claim {
+        let key = id.as_bytes();
+        let hash = self.hasher.hash_one(key);
         let mut guard = self.inner.lock();
         let r = &mut *guard;
-        let hash = r.hasher.hash_one(id.as_bytes());
-        let key = id.as_bytes();
+        let models = &r.models;
         let slot = match r.current.find_mut(hash, key) {
             Some(slot) => Some(slot),
             None => r.previous.find_mut(hash, key),
         };
         match slot {
             None => Claim::Unknown,
-            Some(s) if &*r.models[s.model as usize] != model => {
-                Claim::OtherModel(r.models[s.model as usize].to_string())
+            Some(s) if &*models[s.model as usize] != model => {
+                Claim::OtherModel(models[s.model as usize].to_string())
             }
             Some(s) if s.feedback_taken => Claim::AlreadyTaken,
             Some(s) => {
@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn remembering_never_grows_or_rehashes_a_table() {
+    fn remembering_never_reallocates_a_table_or_buffer() {
         let recent = RecentRequests::default();
         let capacity = |r: &RecentRequests| {
             let r = r.inner.lock();
