@@ -26,12 +26,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
@@ -58,8 +59,44 @@ pub struct ListenerSettings {
 /// An open connection in the registry.
 struct Conn {
     activity: Arc<ConnActivity>,
-    /// Cancelled to close the connection at once.
-    kill: CancellationToken,
+    stop: Stop,
+}
+
+/// How a connection is asked to end: after its request in progress
+/// (graceful), or at once.
+///
+/// The connection's task reads it each time it wakes. That is one atomic
+/// load on a line of its own, where two cancellation tokens (one of them
+/// shared by every connection of both HTTP threads) cost two mutex locks
+/// per wake (BENCHMARKS.md §5).
+struct Stop {
+    asked: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl Stop {
+    const SERVING: u8 = 0;
+    const GRACEFUL: u8 = 1;
+    const NOW: u8 = 2;
+
+    fn new() -> Self {
+        Self {
+            asked: AtomicU8::new(Self::SERVING),
+            task: AtomicWaker::new(),
+        }
+    }
+
+    /// Asks for `how` (never lowers an earlier ask) and wakes the task.
+    fn ask(&self, how: u8) {
+        self.asked.fetch_max(how, Ordering::AcqRel);
+        self.task.wake();
+    }
+
+    /// What has been asked so far; the task is woken on the next ask.
+    fn asked(&self, cx: &std::task::Context<'_>) -> u8 {
+        self.task.register(cx.waker());
+        self.asked.load(Ordering::Acquire)
+    }
 }
 
 /// Every open connection of one listener.
@@ -80,14 +117,14 @@ impl Registry {
                 .filter_map(|(&id, c)| c.activity.evictable().map(|progress| (progress, id)))
                 .min()?;
             if let Some(c) = conns.remove(&victim.1) {
-                c.kill.cancel();
+                c.stop.ask(Stop::NOW);
                 self.closed("evicted");
             }
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             activity,
-            kill: CancellationToken::new(),
+            stop: Stop::new(),
         });
         conns.insert(id, conn.clone());
         self.gauge(conns.len());
@@ -108,13 +145,21 @@ impl Registry {
             |_, c| match c.activity.expired(s.header_read_timeout, s.idle_timeout) {
                 None => true,
                 Some(why) => {
-                    c.kill.cancel();
+                    c.stop.ask(Stop::NOW);
                     self.closed(why.name());
                     false
                 }
             },
         );
         self.gauge(conns.len());
+    }
+
+    /// Asks every open connection to finish gracefully: answer the request
+    /// in progress, if any, then close.
+    fn finish_all(&self) {
+        for c in self.conns.lock().values() {
+            c.stop.ask(Stop::GRACEFUL);
+        }
     }
 
     fn closed(&self, reason: &'static str) {
@@ -134,7 +179,8 @@ struct Shared {
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     registry: Arc<Registry>,
     epoch: Instant,
-    /// Cancelled when accepting is over: connections finish gracefully.
+    /// Cancelled when accepting is over: connections finish gracefully
+    /// ([`Shared::finish`]).
     finish: CancellationToken,
     connections: TaskTracker,
 }
@@ -170,6 +216,12 @@ impl Shared {
     /// Accepts connections on `listener` until `stop` is cancelled. Each is
     /// served on the runtime this runs on when there are no `lanes`, else
     /// handed to the lane with the fewest open connections.
+    /// Accepting is over: every open connection finishes gracefully.
+    fn finish(&self) {
+        self.finish.cancel();
+        self.registry.finish_all();
+    }
+
     async fn accept(&self, listener: TcpListener, stop: CancellationToken, lanes: &[Lane]) {
         let settings = self.registry.settings;
         loop {
@@ -196,7 +248,6 @@ impl Shared {
                 app: self.app.clone(),
                 builder: self.builder.clone(),
                 registry: self.registry.clone(),
-                finish: self.finish.clone(),
                 id,
                 conn,
                 activity,
@@ -275,7 +326,7 @@ pub async fn serve(
     let shared = Shared::new(app, settings);
     let sweeper = tokio::spawn(sweep(shared.registry.clone(), shared.finish.clone()));
     shared.accept(listener, after_drain(stopping, drain), &[]).await;
-    shared.finish.cancel();
+    shared.finish();
     shared.connections.close();
     shared.connections.wait().await;
     sweeper.abort();
@@ -326,7 +377,7 @@ pub async fn serve_on_threads(
         .accept(listener, after_drain(stopping, drain), &lanes)
         .await;
     drop(lanes);
-    shared.finish.cancel();
+    shared.finish();
     shared.connections.close();
     let mut result = Ok(());
     for end in ended {
@@ -437,7 +488,6 @@ struct Connection {
     app: axum::Router,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     registry: Arc<Registry>,
-    finish: CancellationToken,
     id: u64,
     conn: Arc<Conn>,
     activity: Arc<ConnActivity>,
@@ -461,20 +511,21 @@ impl Connection {
         let io = TokioIo::new(Tracked::new(tcp, self.activity.clone()));
         let served = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(served);
-        tokio::select! {
-            result = served.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        let mut graceful = false;
+        let ended = std::future::poll_fn(|cx| {
+            match self.conn.stop.asked(cx) {
+                Stop::NOW => return std::task::Poll::Ready(None),
+                Stop::GRACEFUL if !graceful => {
+                    served.as_mut().graceful_shutdown();
+                    graceful = true;
                 }
+                _ => {}
             }
-            () = self.conn.kill.cancelled() => {}
-            () = self.finish.cancelled() => {
-                served.as_mut().graceful_shutdown();
-                tokio::select! {
-                    _ = served.as_mut() => {}
-                    () = self.conn.kill.cancelled() => {}
-                }
-            }
+            std::future::Future::poll(served.as_mut(), cx).map(Some)
+        })
+        .await;
+        if let Some(Err(e)) = ended {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
         }
     }
 }
@@ -545,7 +596,6 @@ mod tests {
             app: shared.app.clone(),
             builder: shared.builder.clone(),
             registry: shared.registry.clone(),
-            finish: shared.finish.clone(),
             id,
             conn,
             activity,
