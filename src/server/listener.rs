@@ -213,15 +213,15 @@ impl Shared {
         }
     }
 
-    /// Accepts connections on `listener` until `stop` is cancelled. Each is
-    /// served on the runtime this runs on when there are no `lanes`, else
-    /// handed to the lane with the fewest open connections.
     /// Accepting is over: every open connection finishes gracefully.
     fn finish(&self) {
         self.finish.cancel();
         self.registry.finish_all();
     }
 
+    /// Accepts connections on `listener` until `stop` is cancelled. Each is
+    /// served on the runtime this runs on when there are no `lanes`, else
+    /// handed to the lane with the fewest open connections.
     async fn accept(&self, listener: TcpListener, stop: CancellationToken, lanes: &[Lane]) {
         let settings = self.registry.settings;
         loop {
@@ -429,7 +429,7 @@ const STANDING_TIMER: Duration = Duration::from_secs(1);
 /// its eventfd, and one more return from `epoll_wait`) whenever a new timer
 /// is due before every timer armed when it last looked, and it looks each
 /// time the thread polls its sockets. Every inference arms its deadline, so
-/// without a nearer timer about half the requests at 64 connections paid
+/// without a nearer timer two requests in three at 64 connections paid
 /// that syscall on a thread that was already awake (BENCHMARKS.md §5).
 async fn keep_a_timer_armed() {
     let mut tick = tokio::time::interval(STANDING_TIMER);
