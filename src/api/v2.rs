@@ -10,7 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -24,8 +25,8 @@ use crate::serving::infer::{self, Outcome, Protocol, RunOptions};
 use crate::serving::limits::client_string;
 use crate::serving::AppState;
 use crate::tensor::binary;
-use crate::tensor::json::{decode, FlatJson};
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::json::{decode, DataSeed, FlatJson};
+use crate::tensor::{DataType, Tensor, TensorData};
 use crate::traffic::{self, Target, VersionSelector};
 
 /// Extensions of the Triton/KServe protocol this server implements
@@ -131,11 +132,12 @@ async fn model_ready_versioned(
     ready(&state, &model, VersionSelector::from_path(&version)).into_response()
 }
 
-/// An inference request as it arrives; tensor data stays raw JSON until the
-/// model's signature is known.
+/// An inference request as it arrives. `I` is how its inputs are read:
+/// [`FastInput`] first, [`InputTensor`] when that fails (see
+/// [`parse_request`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InferRequest<'a> {
+struct InferRequest<I> {
     #[serde(default)]
     id: Option<String>,
     /// Sent by some clients (KServe's SDK, Triton's examples); the path
@@ -146,22 +148,134 @@ struct InferRequest<'a> {
     _model_version: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(borrow)]
-    inputs: Vec<InputTensor<'a>>,
+    inputs: Vec<I>,
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
 }
 
+impl<I> InferRequest<I> {
+    fn map_inputs<J>(self, f: impl FnMut(I) -> J) -> InferRequest<J> {
+        InferRequest {
+            id: self.id,
+            _model_name: self._model_name,
+            _model_version: self._model_version,
+            parameters: self.parameters,
+            inputs: self.inputs.into_iter().map(f).collect(),
+            outputs: self.outputs,
+        }
+    }
+}
+
+/// One input tensor of a request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputTensor<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw_data")]
+    data: Option<Data<'a>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+}
+
+/// An input's JSON `data`: decoded while the request was read, or raw until
+/// its datatype is checked.
+enum Data<'a> {
+    Raw(&'a RawValue),
+    Decoded(TensorData),
+}
+
+fn raw_data<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Data<'a>>, D::Error> {
+    Ok(Option::<&'a RawValue>::deserialize(d)?.map(Data::Raw))
+}
+
+/// An input read in one pass over the request: when its `datatype` and
+/// `shape` come before its `data` (as clients write them), the data is
+/// decoded as it is read ([`DataSeed`]) instead of being kept raw and read
+/// again. It refuses every document [`InputTensor`] refuses, and then some
+/// (data that does not decode): [`parse_request`] reads those again as
+/// [`InputTensor`]s, which give the error its exact text.
+struct FastInput<'a>(InputTensor<'a>);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum InputField {
+    Name,
+    Shape,
+    Datatype,
+    Data,
+    Parameters,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FastInput<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const FIELDS: &[&str] = &["name", "shape", "datatype", "data", "parameters"];
+        d.deserialize_struct("InputTensor", FIELDS, FastInputVisitor(std::marker::PhantomData))
+    }
+}
+
+struct FastInputVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for FastInputVisitor<'a> {
+    type Value = FastInput<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an input tensor")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastInput<'a>, A::Error> {
+        let mut name = None;
+        let mut shape: Option<Vec<i64>> = None;
+        let mut datatype: Option<String> = None;
+        let mut data = None;
+        let mut parameters = None;
+        while let Some(field) = map.next_key::<InputField>()? {
+            match field {
+                InputField::Name => set(&mut name, "name", map.next_value()?)?,
+                InputField::Shape => set(&mut shape, "shape", map.next_value()?)?,
+                InputField::Datatype => set(&mut datatype, "datatype", map.next_value()?)?,
+                InputField::Parameters => set(&mut parameters, "parameters", map.next_value()?)?,
+                InputField::Data => {
+                    let known = datatype.as_deref().and_then(DataType::from_name);
+                    let value = match (known, shape.as_deref()) {
+                        (Some(dtype), Some(shape)) => {
+                            Some(Data::Decoded(map.next_value_seed(DataSeed { dtype, shape })?))
+                        }
+                        _ => map.next_value::<Option<&'de RawValue>>()?.map(Data::Raw),
+                    };
+                    set(&mut data, "data", value)?;
+                }
+            }
+        }
+        Ok(FastInput(InputTensor {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            data: data.flatten(),
+            parameters: parameters.flatten(),
+        }))
+    }
+}
+
+/// Stores a field's value; a second one is an error, as for derived types.
+fn set<T, E: de::Error>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(field));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Reads an inference request, in one pass when it can: as [`FastInput`]s
+/// first, and when that fails as [`InputTensor`]s, whose errors are the ones
+/// to report.
+fn parse_request(body: &[u8]) -> Result<InferRequest<InputTensor<'_>>, ApiError> {
+    if let Ok(request) = serde_json::from_slice::<InferRequest<FastInput<'_>>>(body) {
+        return Ok(request.map_inputs(|input| input.0));
+    }
+    json_object(body, "a JSON object with \"inputs\"")
+        .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -345,14 +459,13 @@ async fn infer_json(
     headers: &HeaderMap,
 ) -> Result<Response, PredictError> {
     let model = target.model.name.as_str();
-    let request: InferRequest<'_> = json_object(body, "a JSON object with \"inputs\"")
-        .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))?;
+    let mut request = parse_request(body)?;
     if let Some(id) = &request.id {
         client_string("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     let signature = target.runtime.signature();
     let selected = select_outputs(signature, &request, model)?;
-    let tensors = decode_inputs(&request.inputs, binary)?;
+    let tensors = decode_inputs(std::mem::take(&mut request.inputs), binary)?;
     let inputs = signature
         .order_inputs(tensors)
         .map_err(|e| ApiError::BadRequest(format!("model '{model}': {e}")))?;
@@ -390,7 +503,7 @@ struct Selected {
 /// `binary_data` wins over the request's `binary_data_output`.
 fn select_outputs(
     signature: &Signature,
-    request: &InferRequest<'_>,
+    request: &InferRequest<InputTensor<'_>>,
     model: &str,
 ) -> Result<Vec<Selected>, ApiError> {
     let all_binary =
@@ -452,7 +565,7 @@ fn binary_size(input: &InputTensor<'_>) -> Result<Option<usize>, ApiError> {
 
 /// Decodes every input: from JSON `data`, or from the next
 /// `binary_data_size` bytes of the binary section, in request order.
-fn decode_inputs(inputs: &[InputTensor<'_>], binary: Option<&[u8]>) -> Result<Vec<Tensor>, ApiError> {
+fn decode_inputs(inputs: Vec<InputTensor<'_>>, binary: Option<&[u8]>) -> Result<Vec<Tensor>, ApiError> {
     let sizes = inputs.iter().map(binary_size).collect::<Result<Vec<_>, _>>()?;
     let declared = sizes
         .iter()
@@ -476,7 +589,7 @@ fn decode_inputs(inputs: &[InputTensor<'_>], binary: Option<&[u8]>) -> Result<Ve
     }
     let mut offset = 0;
     let mut tensors = Vec::with_capacity(inputs.len());
-    for (input, size) in inputs.iter().zip(sizes) {
+    for (input, size) in inputs.into_iter().zip(sizes) {
         let bytes = size.map(|n| {
             let bytes = &section[offset..offset + n];
             offset += n;
@@ -489,7 +602,7 @@ fn decode_inputs(inputs: &[InputTensor<'_>], binary: Option<&[u8]>) -> Result<Ve
 
 /// Decodes one input from JSON `data`, or from `binary` when it has a
 /// `binary_data_size`.
-fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor, ApiError> {
+fn decode_input(input: InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let dtype = DataType::from_name(&input.datatype).ok_or_else(|| {
         ApiError::BadRequest(format!("input '{name}': unknown datatype '{}'", input.datatype))
@@ -500,7 +613,8 @@ fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor
                 "input '{name}' has both \"data\" and parameter \"binary_data_size\"; send one"
             )))
         }
-        (Some(raw), None) => decode(raw.get(), dtype, &input.shape)
+        (Some(Data::Decoded(data)), None) => data,
+        (Some(Data::Raw(raw)), None) => decode(raw.get(), dtype, &input.shape)
             .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?,
         (None, Some(bytes)) => binary::decode(bytes, dtype, &input.shape)
             .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?,
@@ -511,8 +625,8 @@ fn decode_input(input: &InputTensor<'_>, binary: Option<&[u8]>) -> Result<Tensor
         }
     };
     Ok(Tensor {
-        name: name.clone(),
-        shape: input.shape.clone(),
+        name: input.name,
+        shape: input.shape,
         data,
     })
 }
@@ -566,3 +680,7 @@ fn encode_response<'a>(
     headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(header_len));
     Ok(resp)
 }
+
+#[cfg(test)]
+#[path = "v2_tests.rs"]
+mod tests;

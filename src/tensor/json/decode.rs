@@ -79,6 +79,47 @@ pub fn decode_with(
     Ok(data)
 }
 
+/// Decodes a tensor's `data` while the document around it is being read,
+/// its datatype and shape already known: one pass over the JSON instead
+/// of keeping the value raw for [`decode`]. The result is what [`decode`]
+/// gives for the same value; a failure is only a deserializer error, so a
+/// caller that needs [`DecodeError`]'s exact text reads the value again
+/// with [`decode`].
+pub struct DataSeed<'s> {
+    pub dtype: DataType,
+    pub shape: &'s [i64],
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = TensorData;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
+        let shape = self.shape;
+        let want = element_count(shape).ok_or_else(|| {
+            de::Error::custom(DecodeError::BadShape {
+                shape: shape_string(shape),
+            })
+        })?;
+        let mut data = TensorData::with_capacity(self.dtype, want.min(1 << 20));
+        let mut walk = Walk {
+            shape,
+            leaf_depth: None,
+            error: None,
+            nonfinite_strings: false,
+        };
+        dispatch::flatten_into(&mut data, &mut walk, d)?;
+        let got = data.len();
+        if got != want {
+            return Err(de::Error::custom(DecodeError::Count {
+                got,
+                want,
+                shape: shape_string(shape),
+            }));
+        }
+        Ok(data)
+    }
+}
+
 /// serde_json appends " at line L column C"; keep the message, drop positions
 /// only when they point into the tensor fragment (which would mislead).
 fn clean_serde_message(message: &str) -> String {
@@ -253,21 +294,31 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, '_, T> {
 mod dispatch {
     use super::*;
 
+    /// Reads one whole `data` value (and nothing after it) into `data`.
     pub(super) fn decode_into(
         data: &mut TensorData,
         walk: &mut Walk<'_>,
         de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
     ) -> Result<(), serde_json::Error> {
+        flatten_into(data, walk, &mut *de)?;
+        de.end()
+    }
+
+    /// Appends every scalar of the value `d` holds to `data`.
+    pub(super) fn flatten_into<'de, D: de::Deserializer<'de>>(
+        data: &mut TensorData,
+        walk: &mut Walk<'_>,
+        d: D,
+    ) -> Result<(), D::Error> {
         macro_rules! go {
-            ($v:expr) => {{
+            ($v:expr) => {
                 Flatten {
                     out: $v,
                     walk,
                     depth: 0,
                 }
-                .deserialize(&mut *de)?;
-                de.end()
-            }};
+                .deserialize(d)
+            };
         }
         match data {
             TensorData::Bool(v) => go!(v),
@@ -411,6 +462,29 @@ mod tests {
             decode_with(r#"["NaN"]"#, DataType::Bytes, &[1], lenient).unwrap(),
             TensorData::Bytes(vec![b"NaN".to_vec()])
         );
+    }
+
+    #[test]
+    fn the_seed_decodes_what_decode_does_and_refuses_what_it_refuses() {
+        let seeded = |raw: &str, dtype, shape: &[i64]| {
+            let mut de = serde_json::Deserializer::from_str(raw);
+            DataSeed { dtype, shape }.deserialize(&mut de).ok()
+        };
+        for (raw, dtype, shape) in [
+            ("[[1, 2], [3, 4]]", DataType::Fp32, &[2, 2][..]),
+            ("[1, 2, 3, 4]", DataType::Int64, &[2, 2][..]),
+            ("[true, false]", DataType::Bool, &[2][..]),
+            ("[\"a\", \"b\\u00e9\"]", DataType::Bytes, &[2][..]),
+            ("7", DataType::Int32, &[][..]),
+            ("[1, 2, 3]", DataType::Fp32, &[2, 2][..]),
+            ("[[1, 2], [3]]", DataType::Fp32, &[2, 2][..]),
+            ("[300]", DataType::Uint8, &[1][..]),
+            ("null", DataType::Fp32, &[][..]),
+            ("5", DataType::Fp32, &[1][..]),
+            ("[1]", DataType::Fp32, &[-1][..]),
+        ] {
+            assert_eq!(seeded(raw, dtype, shape), decode(raw, dtype, shape).ok(), "{raw}");
+        }
     }
 
     #[test]

@@ -9,6 +9,6 @@ mod element;
 pub mod encode;
 pub mod shaped;
 
-pub use decode::{decode, decode_with, DecodeError, DecodeOptions};
+pub use decode::{decode, decode_with, DataSeed, DecodeError, DecodeOptions};
 pub use encode::{write_nested, FlatJson, NonFinite};
 pub use shaped::{tensor_from_value, tensor_from_value_with, Shaped};
