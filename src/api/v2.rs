@@ -268,12 +268,18 @@ fn set<T, E: de::Error>(slot: &mut Option<T>, field: &'static str, value: T) -> 
 }
 
 /// Reads an inference request, in one pass when it can: as [`FastInput`]s
-/// first, and when that fails as [`InputTensor`]s, whose errors are the ones
-/// to report.
+/// first, and when that fails in two passes, whose errors are the ones to
+/// report.
 fn parse_request(body: &[u8]) -> Result<InferRequest<InputTensor<'_>>, ApiError> {
     if let Ok(request) = serde_json::from_slice::<InferRequest<FastInput<'_>>>(body) {
         return Ok(request.map_inputs(|input| input.0));
     }
+    parse_request_in_two_passes(body)
+}
+
+/// Reads an inference request with every input's data kept raw, for
+/// [`decode_input`] to decode.
+fn parse_request_in_two_passes(body: &[u8]) -> Result<InferRequest<InputTensor<'_>>, ApiError> {
     json_object(body, "a JSON object with \"inputs\"")
         .map_err(|e| ApiError::BadRequest(format!("invalid inference request: {e}")))
 }

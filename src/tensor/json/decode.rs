@@ -52,31 +52,53 @@ pub fn decode_with(
     shape: &[i64],
     options: DecodeOptions,
 ) -> Result<TensorData, DecodeError> {
-    let want = element_count(shape).ok_or_else(|| DecodeError::BadShape {
-        shape: shape_string(shape),
-    })?;
-    let mut data = TensorData::with_capacity(dtype, want.min(1 << 20));
+    let mut reading = Reading::start(dtype, shape, options)?;
     let mut de = serde_json::Deserializer::from_str(raw);
-    let mut walk = Walk {
-        shape,
-        leaf_depth: None,
-        error: None,
-        nonfinite_strings: options.nonfinite_strings,
-    };
-    let result = dispatch::decode_into(&mut data, &mut walk, &mut de);
-    if let Some(err) = walk.error {
+    let result = dispatch::decode_into(&mut reading.data, &mut reading.walk, &mut de);
+    if let Some(err) = reading.walk.error.take() {
         return Err(err);
     }
     result.map_err(|e| DecodeError::Element(clean_serde_message(&e.to_string())))?;
-    let got = data.len();
-    if got != want {
-        return Err(DecodeError::Count {
-            got,
-            want,
+    reading.finish()
+}
+
+/// One `data` value being read: the buffer, the walk over its nesting, and
+/// the element count the shape asks for.
+struct Reading<'s> {
+    data: TensorData,
+    walk: Walk<'s>,
+    want: usize,
+}
+
+impl<'s> Reading<'s> {
+    fn start(dtype: DataType, shape: &'s [i64], options: DecodeOptions) -> Result<Self, DecodeError> {
+        let want = element_count(shape).ok_or_else(|| DecodeError::BadShape {
             shape: shape_string(shape),
-        });
+        })?;
+        Ok(Reading {
+            data: TensorData::with_capacity(dtype, want.min(1 << 20)),
+            walk: Walk {
+                shape,
+                leaf_depth: None,
+                error: None,
+                nonfinite_strings: options.nonfinite_strings,
+            },
+            want,
+        })
     }
-    Ok(data)
+
+    /// The buffer, once it holds as many elements as the shape asks for.
+    fn finish(self) -> Result<TensorData, DecodeError> {
+        let got = self.data.len();
+        if got != self.want {
+            return Err(DecodeError::Count {
+                got,
+                want: self.want,
+                shape: shape_string(self.walk.shape),
+            });
+        }
+        Ok(self.data)
+    }
 }
 
 /// Decodes a tensor's `data` while the document around it is being read,
@@ -94,29 +116,10 @@ impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
     type Value = TensorData;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
-        let shape = self.shape;
-        let want = element_count(shape).ok_or_else(|| {
-            de::Error::custom(DecodeError::BadShape {
-                shape: shape_string(shape),
-            })
-        })?;
-        let mut data = TensorData::with_capacity(self.dtype, want.min(1 << 20));
-        let mut walk = Walk {
-            shape,
-            leaf_depth: None,
-            error: None,
-            nonfinite_strings: false,
-        };
-        dispatch::flatten_into(&mut data, &mut walk, d)?;
-        let got = data.len();
-        if got != want {
-            return Err(de::Error::custom(DecodeError::Count {
-                got,
-                want,
-                shape: shape_string(shape),
-            }));
-        }
-        Ok(data)
+        let mut reading =
+            Reading::start(self.dtype, self.shape, DecodeOptions::default()).map_err(de::Error::custom)?;
+        dispatch::flatten_into(&mut reading.data, &mut reading.walk, d)?;
+        reading.finish().map_err(de::Error::custom)
     }
 }
 
