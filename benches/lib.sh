@@ -17,7 +17,7 @@ ensure_oha() {
   if [ -n "${OHA:-}" ] && [ -x "$OHA" ]; then echo "$OHA"; return; fi
   if [ -x "$TOOLS_DIR/bin/oha" ]; then echo "$TOOLS_DIR/bin/oha"; return; fi
   if command -v oha >/dev/null 2>&1; then command -v oha; return; fi
-  log "installing oha $OHA_VERSION into $TOOLS_DIR (cargo install, takes a few minutes)"
+  log "installing oha $OHA_VERSION into $TOOLS_DIR (cargo install: 15 minutes or more on 2 cores)"
   cargo install --quiet --locked --version "$OHA_VERSION" --root "$TOOLS_DIR" oha >&2 \
     || die "cargo install oha failed"
   echo "$TOOLS_DIR/bin/oha"
@@ -51,7 +51,7 @@ ensure_peers_venv() {
   if [ -x "$PEERS_VENV/bin/python" ] && (cd "$BENCH_ROOT" && sha256sum --check --status "$stamp") 2>/dev/null; then
     return 0
   fi
-  log "creating $PEERS_VENV from $reqs (nvidia-pytriton is large: a few minutes)"
+  log "creating $PEERS_VENV from $reqs (nvidia-pytriton is large: a minute or more)"
   "$PYTHON" -m venv "$PEERS_VENV"
   "$PEERS_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$BENCH_ROOT/$reqs"
   (cd "$BENCH_ROOT" && sha256sum "$reqs") >"$stamp"
